@@ -70,6 +70,7 @@ function checkCommand(value: unknown): Command {
   if (!isCommandType(hdr.type)) throw new ProtocolError('unknown-type', `unknown command type ${hdr.type}`);
   check(COMMAND_BODIES[hdr.type], hdr.body, `${hdr.type} body`);
   if (hdr.exp <= hdr.iat) throw new ProtocolError('malformed', 'exp is not after iat');
+  if (hdr.prev >= hdr.seq) throw new ProtocolError('malformed', 'prev is not below seq');
   return hdr as Command;
 }
 

@@ -158,6 +158,11 @@ export const CommandHeaderSchema = Type.Object(
     v: Type.Integer({ minimum: 1, maximum: 255 }),
     site: SiteId,
     seq: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
+    /**
+     * The seq of the command published to this site just before this one (0 for the first). Commands
+     * the controller collapsed before publishing them are never sent, so they leave no gap ([ORD-2]).
+     */
+    prev: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
     id: Bytes(16),
     iat: Seconds,
     exp: Seconds,
@@ -388,6 +393,7 @@ export type Command = {
     v: number;
     site: string;
     seq: number;
+    prev: number;
     id: Uint8Array;
     iat: number;
     exp: number;
