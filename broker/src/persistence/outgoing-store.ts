@@ -1,0 +1,316 @@
+/**
+ * The outgoing queues of persistent sessions, on disk: one `outgoing` row per (client, message)
+ * in queue order. The heap holds only two numbers per client with a non-empty queue (messages and
+ * bytes, for caps and metrics) and small bounded sets of recent cap drops. All methods are
+ * synchronous and must run inside a `Writer` transaction when they write.
+ */
+import type Database from 'better-sqlite3';
+import type { Logger } from 'pino';
+import { decodePacket, type EncodedPacket } from './packet-codec.js';
+import type { PacketLike, QueueDropEvent, QueueLimits, QueueStats } from './types.js';
+import type { Writer } from './writer.js';
+
+interface Row {
+  seq: number;
+  message_id: number | null;
+  meta: Buffer;
+  payload: Buffer | null;
+  payload_text: number;
+}
+
+/** A row found by `outgoingUpdate`'s rules; `sameBroker` (1) means only its packet identifier changes. */
+export interface UpdateTarget {
+  seq: number;
+  bytes: number;
+  sameBroker: 0 | 1;
+}
+
+/** How many recent cap drops are remembered so that the live delivery of one is not an error. */
+const DROPPED_MEMORY = 4096;
+
+function rowToPacket(row: Row): PacketLike {
+  const packet = decodePacket(row.meta, row.payload, row.payload_text);
+  if (row.message_id !== null) packet.messageId = row.message_id;
+  else if (Object.hasOwn(packet, 'messageId')) packet.messageId = undefined;
+  return packet;
+}
+
+function dropKey(clientId: string, brokerId: unknown, brokerCounter: unknown): string {
+  return `${clientId}\u0000${String(brokerId)}\u0000${String(brokerCounter)}`;
+}
+
+export class OutgoingStore {
+  readonly #writer: Writer;
+  readonly #log: Logger | undefined;
+  readonly #limits: QueueLimits;
+  readonly #onDrop: ((event: QueueDropEvent) => void) | undefined;
+  readonly #onFirstMessage: (clientId: string) => void;
+  readonly #stats = new Map<string, QueueStats>();
+  readonly #recentDrops = new Set<string>();
+  /** Clients currently refusing messages, so the log says so once per episode, not per message. */
+  readonly #dropping = new Set<string>();
+  #droppedMessages = 0;
+  #droppedBytes = 0;
+
+  readonly #insert: Database.Statement<
+    [string, string | null, number | null, number | null, number, Buffer, Buffer | null, number]
+  >;
+  readonly #findSameBroker: Database.Statement<[string, string | null, number | null], UpdateTarget>;
+  readonly #findByMessageId: Database.Statement<[string, number | null, string | null], UpdateTarget>;
+  readonly #setMessageId: Database.Statement<[number | null, number]>;
+  readonly #replace: Database.Statement<
+    [string | null, number | null, number | null, number, Buffer, Buffer | null, number, number]
+  >;
+  readonly #clear: Database.Statement<[string, number], Row & { bytes: number }>;
+  readonly #page: Database.Statement<[string, number, number, number], Row>;
+  readonly #maxSeq: Database.Statement<[string], { m: number | null }>;
+  readonly #deleteClient: Database.Statement<[string]>;
+  readonly #loadStats: Database.Statement<[], { client_id: string; messages: number; bytes: number }>;
+
+  constructor(opts: {
+    db: Database.Database;
+    writer: Writer;
+    log: Logger | undefined;
+    limits: QueueLimits | undefined;
+    onDrop: ((event: QueueDropEvent) => void) | undefined;
+    onFirstMessage: (clientId: string) => void;
+  }) {
+    const { db } = opts;
+    this.#writer = opts.writer;
+    this.#log = opts.log;
+    this.#limits = opts.limits ?? {};
+    this.#onDrop = opts.onDrop;
+    this.#onFirstMessage = opts.onFirstMessage;
+    this.#insert = db.prepare(
+      `INSERT INTO outgoing (client_id, broker_id, broker_counter, message_id, bytes, meta, payload, payload_text)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.#findSameBroker = db.prepare(
+      `SELECT seq, bytes, 1 AS sameBroker FROM outgoing
+       WHERE client_id = ? AND broker_id IS ? AND broker_counter IS ? ORDER BY seq LIMIT 1`,
+    );
+    this.#findByMessageId = db.prepare(
+      `SELECT seq, bytes, 0 AS sameBroker FROM outgoing
+       WHERE client_id = ? AND message_id IS ? AND broker_id IS NOT ? ORDER BY seq LIMIT 1`,
+    );
+    this.#setMessageId = db.prepare('UPDATE outgoing SET message_id = ? WHERE seq = ?');
+    this.#replace = db.prepare(
+      `UPDATE outgoing SET broker_id = ?, broker_counter = ?, message_id = ?, bytes = ?, meta = ?,
+       payload = ?, payload_text = ? WHERE seq = ?`,
+    );
+    this.#clear = db.prepare(
+      `DELETE FROM outgoing WHERE seq = (
+         SELECT seq FROM outgoing WHERE client_id = ? AND message_id = ? ORDER BY seq LIMIT 1)
+       RETURNING seq, bytes, message_id, meta, payload, payload_text`,
+    );
+    this.#page = db.prepare(
+      `SELECT seq, message_id, meta, payload, payload_text FROM outgoing
+       WHERE client_id = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?`,
+    );
+    this.#maxSeq = db.prepare('SELECT MAX(seq) AS m FROM outgoing WHERE client_id = ?');
+    this.#deleteClient = db.prepare('DELETE FROM outgoing WHERE client_id = ?');
+    this.#loadStats = db.prepare(
+      'SELECT client_id, COUNT(*) AS messages, SUM(bytes) AS bytes FROM outgoing GROUP BY client_id',
+    );
+    this.reloadStats();
+    this.#writer.onRollback(() => this.reloadStats());
+  }
+
+  /** Rebuilds the per-client counters from disk (at open, and after a failed transaction). */
+  reloadStats(): void {
+    this.#stats.clear();
+    for (const row of this.#loadStats.all()) {
+      this.#stats.set(row.client_id, { messages: row.messages, bytes: row.bytes });
+    }
+  }
+
+  /**
+   * Appends one message to the queue of each client, refusing it for a client whose cap it would
+   * exceed. The caller has deduplicated `clientIds` and opened a durable transaction.
+   */
+  enqueue(clientIds: Iterable<string>, packet: PacketLike, encoded: EncodedPacket): void {
+    const brokerId = typeof packet.brokerId === 'string' ? packet.brokerId : null;
+    const brokerCounter = typeof packet.brokerCounter === 'number' ? packet.brokerCounter : null;
+    const messageId = typeof packet.messageId === 'number' ? packet.messageId : null;
+    const { maxMessages, maxBytes } = this.#limits;
+    for (const clientId of clientIds) {
+      let stats = this.#stats.get(clientId);
+      const messages = stats?.messages ?? 0;
+      const bytes = stats?.bytes ?? 0;
+      let reason: QueueDropEvent['reason'] | undefined;
+      if (maxMessages !== undefined && messages + 1 > maxMessages) reason = 'max-messages';
+      else if (maxBytes !== undefined && bytes + encoded.bytes > maxBytes) reason = 'max-bytes';
+      if (reason !== undefined) {
+        this.#recordDrop({
+          clientId,
+          topic: String(packet.topic),
+          bytes: encoded.bytes,
+          reason,
+          queuedMessages: messages,
+          queuedBytes: bytes,
+        });
+        this.#rememberDrop(dropKey(clientId, brokerId, brokerCounter));
+        continue;
+      }
+      this.#insert.run(
+        clientId,
+        brokerId,
+        brokerCounter,
+        messageId,
+        encoded.bytes,
+        encoded.meta,
+        encoded.payload,
+        encoded.payloadText,
+      );
+      if (stats === undefined) {
+        stats = { messages: 0, bytes: 0 };
+        this.#stats.set(clientId, stats);
+        this.#onFirstMessage(clientId);
+      }
+      stats.messages++;
+      stats.bytes += encoded.bytes;
+      this.#dropping.delete(clientId);
+    }
+  }
+
+  #recordDrop(event: QueueDropEvent): void {
+    this.#writer.afterCommit(() => {
+      this.#droppedMessages++;
+      this.#droppedBytes += event.bytes;
+      if (!this.#dropping.has(event.clientId)) {
+        this.#dropping.add(event.clientId);
+        this.#log?.warn({ ...event }, 'outgoing queue full: dropping new messages for this client');
+      }
+      try {
+        this.#onDrop?.(event);
+      } catch (err) {
+        this.#log?.error({ err, clientId: event.clientId }, 'onDrop hook threw');
+      }
+    });
+  }
+
+  #rememberDrop(key: string): void {
+    this.#recentDrops.add(key);
+    if (this.#recentDrops.size > DROPPED_MEMORY) {
+      const oldest = this.#recentDrops.values().next();
+      if (oldest.done !== true) this.#recentDrops.delete(oldest.value);
+    }
+  }
+
+  /** Was this packet (by broker id and counter) recently refused by this client's cap? */
+  wasDropped(clientId: string, packet: PacketLike): boolean {
+    return this.#recentDrops.has(dropKey(clientId, packet.brokerId ?? null, packet.brokerCounter ?? null));
+  }
+
+  /**
+   * The row `outgoingUpdate` addresses, by aedes' rules: the first row in queue order that is
+   * either the same broker's same message (same brokerId and brokerCounter: only the packet
+   * identifier changes), or, from another broker or none (a PUBREL), holds the same packet
+   * identifier (the row is replaced by the packet).
+   */
+  findUpdateTarget(clientId: string, packet: PacketLike): UpdateTarget | undefined {
+    const brokerId = packet.brokerId ?? null;
+    const messageId = packet.messageId ?? null;
+    const a = this.#findSameBroker.get(clientId, brokerId, packet.brokerCounter ?? null);
+    const b = this.#findByMessageId.get(clientId, messageId, brokerId);
+    if (a === undefined) return b;
+    if (b === undefined || a.seq < b.seq) return a;
+    return b;
+  }
+
+  setMessageId(seq: number, messageId: number | null): void {
+    this.#setMessageId.run(messageId, seq);
+  }
+
+  replace(clientId: string, target: UpdateTarget, packet: PacketLike, encoded: EncodedPacket): void {
+    this.#replace.run(
+      packet.brokerId ?? null,
+      packet.brokerCounter ?? null,
+      packet.messageId ?? null,
+      encoded.bytes,
+      encoded.meta,
+      encoded.payload,
+      encoded.payloadText,
+      target.seq,
+    );
+    const stats = this.#stats.get(clientId);
+    if (stats !== undefined) stats.bytes += encoded.bytes - target.bytes;
+  }
+
+  /** Removes the first queued row with this packet identifier and returns its packet. */
+  clear(clientId: string, messageId: number): PacketLike | undefined {
+    const row = this.#clear.get(clientId, messageId);
+    if (row === undefined) return undefined;
+    const stats = this.#stats.get(clientId);
+    if (stats !== undefined) {
+      stats.messages--;
+      stats.bytes -= row.bytes;
+      if (stats.messages <= 0) this.#stats.delete(clientId);
+    }
+    this.#dropping.delete(clientId);
+    return rowToPacket(row);
+  }
+
+  /** Deletes a client's whole queue; returns how many messages it held. */
+  deleteClient(clientId: string): number {
+    const { changes } = this.#deleteClient.run(clientId);
+    this.#stats.delete(clientId);
+    this.#dropping.delete(clientId);
+    return changes;
+  }
+
+  /** The queue's current last position: a stream created now ends there (a snapshot). */
+  lastSeq(clientId: string): number {
+    return this.#maxSeq.get(clientId)?.m ?? 0;
+  }
+
+  /**
+   * The queue of a client from `afterSeq` (exclusive) to `untilSeq` (inclusive), read lazily a
+   * page at a time, so a long queue is never in the heap at once; rows cleared or replaced while
+   * the stream is open are seen as they are now.
+   */
+  *stream(clientId: string, untilSeq: number, pageSize = 64): Generator<PacketLike> {
+    let after = 0;
+    for (;;) {
+      const rows = this.#page.all(clientId, after, untilSeq, pageSize);
+      for (const row of rows) {
+        after = row.seq;
+        yield rowToPacket(row);
+      }
+      if (rows.length < pageSize) return;
+    }
+  }
+
+  queueStats(clientId: string): QueueStats {
+    const s = this.#stats.get(clientId);
+    return { messages: s?.messages ?? 0, bytes: s?.bytes ?? 0 };
+  }
+
+  allQueueStats(): Map<string, QueueStats> {
+    const out = new Map<string, QueueStats>();
+    for (const [id, s] of this.#stats) out.set(id, { messages: s.messages, bytes: s.bytes });
+    return out;
+  }
+
+  totals(): {
+    clients: number;
+    messages: number;
+    bytes: number;
+    droppedMessages: number;
+    droppedBytes: number;
+  } {
+    let messages = 0;
+    let bytes = 0;
+    for (const s of this.#stats.values()) {
+      messages += s.messages;
+      bytes += s.bytes;
+    }
+    return {
+      clients: this.#stats.size,
+      messages,
+      bytes,
+      droppedMessages: this.#droppedMessages,
+      droppedBytes: this.#droppedBytes,
+    };
+  }
+}
