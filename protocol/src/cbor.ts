@@ -48,6 +48,8 @@ class Scanner {
   constructor(
     private readonly buf: Uint8Array,
     private readonly limits: ScanLimits,
+    /** Integer keys collide with their decimal text form (decoding to plain objects does that). */
+    private readonly keysAsProperties = false,
   ) {}
 
   private fail(detail: string): never {
@@ -120,7 +122,7 @@ class Scanner {
       case 0:
       case 1: {
         const v = this.argument(ai);
-        if (asKey) return `i:${major === 0 ? BigInt(v) : -1n - BigInt(v)}`;
+        if (asKey) return `${this.keysAsProperties ? 's' : 'i'}:${major === 0 ? BigInt(v) : -1n - BigInt(v)}`;
         return undefined;
       }
       case 2: {
@@ -226,9 +228,9 @@ function checkSize(buf: Uint8Array, limits: ScanLimits): void {
 }
 
 /** Validates that `buf` is exactly one well-formed data item within `limits`. Throws ProtocolError. */
-export function scan(buf: Uint8Array, limits: ScanLimits = DEFAULT_LIMITS): void {
+export function scan(buf: Uint8Array, limits: ScanLimits = DEFAULT_LIMITS, keysAsProperties = false): void {
   checkSize(buf, limits);
-  const s = new Scanner(buf, limits);
+  const s = new Scanner(buf, limits, keysAsProperties);
   s.item(0);
   s.finish();
 }
@@ -279,7 +281,13 @@ export function encode(value: unknown): Uint8Array {
   return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 }
 
+const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 function normalise(value: unknown): unknown {
+  // cbor-x returns every 8-byte-head integer as a bigint; other encoders (cborg, Go) write integers of
+  // 2^32..2^53 that way, so keep those as numbers and only larger ones as bigint.
+  if (typeof value === 'bigint') return value >= MIN_SAFE && value <= MAX_SAFE ? Number(value) : value;
   // cbor-x hands back Buffers in Node; expose plain Uint8Array views so callers see one type.
   if (value instanceof Uint8Array) {
     return Buffer.isBuffer(value) ? new Uint8Array(value.buffer, value.byteOffset, value.byteLength) : value;
@@ -304,7 +312,8 @@ function normalise(value: unknown): unknown {
  * Integer map keys become their decimal strings; use `decodeMaps` where integer keys matter.
  */
 export function decode(buf: Uint8Array, limits: ScanLimits = DEFAULT_LIMITS): unknown {
-  scan(buf, limits);
+  // `{1: x, "1": y}` would silently become one property: reject it as a duplicate key ([CBOR-6]).
+  scan(buf, limits, true);
   try {
     return normalise(objectDecoder.decode(buf));
   } catch (err) {
