@@ -410,7 +410,7 @@ export class SqlitePersistence {
           return;
         }
         try {
-          this.#commitBeforeAck(packet);
+          this.#commitBeforeAck(packet as unknown as PacketLike);
         } catch (e) {
           this.#log?.error(
             { err: e, topic: packet.topic },

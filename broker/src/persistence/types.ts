@@ -3,6 +3,7 @@
  * and the aedes-persistence typings are callback-era, so the shapes aedes 1.x actually passes in
  * are described here, as loosely as aedes itself treats them.
  */
+import type { AedesOptions } from 'aedes';
 import type { Logger } from 'pino';
 
 /**
@@ -63,12 +64,8 @@ export interface BrokerRef {
   removeListener?(event: string, listener: (...args: never[]) => void): unknown;
 }
 
-/** aedes' `authorizePublish` hook signature (client is null for wills published by the broker). */
-export type AuthorizePublish = (
-  client: ClientRef | null,
-  packet: PacketLike,
-  callback: (error?: Error | null) => void,
-) => void;
+/** aedes' `authorizePublish` hook (client is null for wills the broker publishes itself). */
+export type AuthorizePublish = NonNullable<AedesOptions['authorizePublish']>;
 
 /** Per-client bound on the outgoing queue of a persistent session (DESIGN I8). */
 export interface QueueLimits {
