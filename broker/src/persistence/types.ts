@@ -61,7 +61,10 @@ export interface BrokerRef {
     event: 'client' | 'clientDisconnect',
     listener: (client: { id: string; clean?: boolean }) => void,
   ): unknown;
-  removeListener?(event: string, listener: (...args: never[]) => void): unknown;
+  removeListener?(
+    event: 'client' | 'clientDisconnect',
+    listener: (client: { id: string; clean?: boolean }) => void,
+  ): unknown;
 }
 
 /** aedes' `authorizePublish` hook (client is null for wills the broker publishes itself). */
