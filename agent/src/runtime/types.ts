@@ -26,6 +26,17 @@ export interface DesiredStack {
   readonly spec: StackSpec;
   /** Spec digest (sha256 of the spec bytes as carried in the command), hex. */
   readonly digest: string;
+  /**
+   * Set by the core when the spec is critical (privileged, host mounts, host network: DESIGN §5) and
+   * carries enough valid approvals ([SEC-CRIT]). Runtimes refuse critical specs without it (`policy`).
+   */
+  readonly approvedCritical?: boolean;
+}
+
+/** Site runtime policy (DESIGN §5). Runtimes check it before touching anything. */
+export interface RuntimePolicy {
+  /** Allow images referenced by tag instead of digest (development and test sites). Default false. */
+  readonly allowTags: boolean;
 }
 
 export interface HealthGate {
