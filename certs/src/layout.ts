@@ -12,6 +12,11 @@
  *   <dir>/sites/<site>/site.crt site.key   a site's MQTT client certificate (CN=site, OU=agent)
  *   <dir>/sites/<site>/uplink.key .pub     the site's Ed25519 key that signs its acks and state
  *   <dir>/scada/<name>.crt .key            read-only SCADA client certificates (OU=scada)
+ *   <dir>/users.json                       broker password users (scrypt hashes; SCADA without a certificate,
+ *                                          loopback development)
+ *   <dir>/ca/openssl.cnf index.txt serial crlnumber newcerts/<SERIAL>.pem
+ *                                          the `openssl ca` database: every issued certificate by serial,
+ *                                          revocations, CRL number (needed by `outpost certs revoke`)
  */
 import { join } from 'node:path';
 
@@ -39,6 +44,13 @@ export interface CertsLayout {
   siteUplinkPub(site: string): string;
   scadaCert(name: string): string;
   scadaKey(name: string): string;
+  readonly usersFile: string;
+  readonly caDir: string;
+  readonly caConfig: string;
+  readonly caIndex: string;
+  readonly caSerial: string;
+  readonly caCrlNumber: string;
+  readonly caNewCerts: string;
 }
 
 export function certsLayout(dir: string): CertsLayout {
@@ -66,5 +78,12 @@ export function certsLayout(dir: string): CertsLayout {
     siteUplinkPub: (site) => join(dir, 'sites', site, 'uplink.pub'),
     scadaCert: (name) => join(dir, 'scada', `${name}.crt`),
     scadaKey: (name) => join(dir, 'scada', `${name}.key`),
+    usersFile: join(dir, 'users.json'),
+    caDir: join(dir, 'ca'),
+    caConfig: join(dir, 'ca', 'openssl.cnf'),
+    caIndex: join(dir, 'ca', 'index.txt'),
+    caSerial: join(dir, 'ca', 'serial'),
+    caCrlNumber: join(dir, 'ca', 'crlnumber'),
+    caNewCerts: join(dir, 'ca', 'newcerts'),
   };
 }
