@@ -1,0 +1,385 @@
+/**
+ * The agent's composition root: `createAgent(deps)` wires the database, trust, journal, sequencer,
+ * executor, outbox, state, status and transport around a StackRuntime. `cli.ts` wires the real parts
+ * (DockerRuntime, files from the certs layout); tests pass a MemoryRuntime, a clock, a logger and
+ * optionally an MQTT factory or a signer.
+ */
+import { readFileSync, statfsSync } from 'node:fs';
+import { basename } from 'node:path';
+import type { Logger } from 'pino';
+import {
+  type Clock,
+  createSigner,
+  privateKeyFromPem,
+  type Signer,
+  type StackState,
+  siteKid,
+  systemClock,
+  Topics,
+  TrustedTime,
+} from '../../protocol/src/index.js';
+import type { AgentConfig } from './config.js';
+import { Alarms } from './core/alarms.js';
+import { type Db, openAgentDb } from './core/db.js';
+import { Executor, toDesired } from './core/executor.js';
+import { Journal } from './core/journal.js';
+import { Outbox } from './core/outbox.js';
+import { Sequencer } from './core/sequencer.js';
+import { StateReporter } from './core/state.js';
+import { ControlPlaneMonitor, StatusPublisher } from './core/status.js';
+import { AgentStore, META } from './core/store.js';
+import { type MqttFactory, Transport } from './core/transport.js';
+import { PinnedTrust } from './core/trust.js';
+import { Uplink } from './core/uplink.js';
+import type { DesiredStack, StackRuntime } from './runtime/types.js';
+import { AGENT_VERSION } from './version.js';
+
+export interface AgentDeps {
+  readonly config: AgentConfig;
+  readonly runtime: StackRuntime;
+  readonly log: Logger;
+  readonly clock?: Clock;
+  /** An already open database (default: open `config.dbPath`, quarantining a corrupt one). */
+  readonly db?: Db;
+  readonly mqtt?: MqttFactory;
+  /** Uplink signer (default: read `config.uplinkKey`). */
+  readonly signer?: Signer;
+  /** Free bytes in the data folder (default: statfs). */
+  readonly diskFree?: () => number;
+  readonly version?: string;
+}
+
+export interface AgentStatus {
+  readonly site: string;
+  readonly connected: boolean;
+  readonly contig: number;
+  readonly applied: number;
+  readonly trustVersion: number;
+  readonly stacks: readonly StackState[];
+  readonly queues: Record<string, number>;
+  readonly outbox: { rows: number; bytes: number; acks: number; states: number; drops: number };
+  readonly alarms: ReturnType<Alarms['list']>;
+  readonly lastContactMs: number;
+  readonly quarantined?: string;
+}
+
+export interface Agent {
+  start(): Promise<void>;
+  close(): Promise<void>;
+  status(): AgentStatus;
+}
+
+export function createAgent(deps: AgentDeps): Agent {
+  const { config, runtime } = deps;
+  const clock = deps.clock ?? systemClock;
+  const nowMs = () => clock.now();
+  const site = config.site;
+  const log = deps.log.child({ site });
+  const version = deps.version ?? AGENT_VERSION;
+  const topics = new Topics(config.topicPrefix);
+  const diskFree =
+    deps.diskFree ??
+    (() => {
+      const s = statfsSync(config.dataDir);
+      return s.bavail * s.bsize;
+    });
+
+  let db: Db | undefined;
+  let ownsDb = false;
+  let quarantined: string | undefined;
+  let parts: ReturnType<typeof wire> | undefined;
+  let started = false;
+
+  function wire(db: Db) {
+    const store = new AgentStore(db);
+    const alarms = new Alarms(store, clock, log.child({ component: 'agent.alarms' }));
+    const trust = PinnedTrust.load(store, config.trustRoot, log.child({ component: 'agent.trust' }));
+    const time = new TrustedTime(clock, store.metaInt(META.timeFloor));
+    const signer =
+      deps.signer ??
+      createSigner(siteKid(site), privateKeyFromPem(readFileSync(config.uplinkKey, 'utf8')).seed);
+    const outbox = new Outbox(
+      store,
+      alarms,
+      { maxBytes: config.outboxMaxBytes },
+      clock,
+      log.child({ component: 'agent.outbox' }),
+    );
+    const uplink = new Uplink(site, signer, store, outbox, topics, () => time.nowSec());
+
+    let desiredCache: DesiredStack[] = [];
+    const refreshDesired = () => {
+      desiredCache = store.desiredAll().flatMap((r) => {
+        try {
+          const d = toDesired(r);
+          return d ? [d] : [];
+        } catch (err) {
+          log.error({ stack: r.name, err: (err as Error).message }, 'desired stack unreadable; not applied');
+          return [];
+        }
+      });
+    };
+    refreshDesired();
+
+    let sequencer: Sequencer | undefined;
+    let reporter: StateReporter | undefined;
+    let status: StatusPublisher | undefined;
+    const changed = () => {
+      reporter?.changed();
+      status?.changed();
+    };
+    const executor = new Executor(
+      store,
+      runtime,
+      uplink,
+      alarms,
+      { deadlineMs: config.healthDeadlineMs, runningForMs: config.healthRunningForMs },
+      {
+        desiredChanged: refreshDesired,
+        finished: () => {
+          sequencer?.finished();
+          outbox.kick();
+          changed();
+        },
+      },
+      nowMs,
+      log.child({ component: 'agent.executor' }),
+    );
+    sequencer = new Sequencer(
+      store,
+      executor,
+      alarms,
+      { gapHoldMs: config.gapHoldMs, settleMs: config.settleMs, journalKeep: config.journalKeep },
+      nowMs,
+      log.child({ component: 'agent.sequencer' }),
+    );
+    const seq = sequencer;
+    reporter = new StateReporter(
+      {
+        store,
+        runtime,
+        alarms,
+        outbox,
+        uplink,
+        trustVersion: () => trust.version,
+        applied: () => seq.watermark.applied,
+        agentVersion: version,
+      },
+      config.stateMinIntervalMs,
+      nowMs,
+      log.child({ component: 'agent.state' }),
+    );
+    const rep = reporter;
+    const monitor = new ControlPlaneMonitor(
+      store,
+      alarms,
+      { intervalSec: config.heartbeatIntervalSec, missed: config.heartbeatMissed },
+      nowMs,
+    );
+    let transport: Transport | undefined;
+    status = new StatusPublisher(
+      {
+        site,
+        agentVersion: version,
+        topics,
+        store,
+        outbox,
+        alarms,
+        stacks: () => rep.stacks,
+        applied: () => seq.watermark.applied,
+        direct: (topic, payload) => {
+          if (transport?.connected)
+            transport.publish(topic, payload, { retain: true }).catch(() => undefined);
+        },
+      },
+      config.stateMinIntervalMs,
+      nowMs,
+      log.child({ component: 'agent.status' }),
+    );
+    const stat = status;
+    const journal = new Journal(
+      { site, maxEnvelopeBytes: config.maxEnvelopeBytes, allowTags: config.allowTags },
+      store,
+      outbox,
+      uplink,
+      trust,
+      time,
+      alarms,
+      {
+        onHeartbeat: (last) => seq.heartbeat(last),
+        onStateRequest: () => rep.requestFull(),
+        onTrustChanged: () => rep.changed(),
+      },
+      nowMs,
+      log.child({ component: 'agent.journal' }),
+    );
+
+    alarms.onChange(changed);
+    rep.onView = () => stat.changed();
+    outbox.onStateEvicted = () => rep.requestFull();
+
+    // ---- disk-full: withhold PUBACKs, poll, then bounce the connection for redelivery -------------
+    let diskTimer: NodeJS.Timeout | undefined;
+    const diskLow = (): boolean => {
+      try {
+        return diskFree() < config.diskMinFreeBytes;
+      } catch {
+        return false;
+      }
+    };
+    const enterDiskFull = () => {
+      alarms.raiseInMemory(
+        'disk-full',
+        `free space below ${config.diskMinFreeBytes} bytes: commands withheld`,
+      );
+      if (diskTimer) return;
+      diskTimer = setInterval(() => {
+        if (diskLow()) return;
+        clearInterval(diskTimer);
+        diskTimer = undefined;
+        alarms.clearInMemory('disk-full');
+        log.info('disk space back: resuming');
+        transport?.bounce();
+      }, config.diskCheckMs);
+    };
+
+    transport = new Transport(
+      {
+        url: config.broker,
+        clientId: site,
+        keepaliveSec: config.keepaliveSec,
+        connectTimeoutMs: config.connectTimeoutMs,
+        reconnectMinMs: config.reconnectMinMs,
+        reconnectMaxMs: config.reconnectMaxMs,
+        cmdTopic: topics.cmd(site),
+        statusTopic: topics.status(site),
+        will: () => stat.will(),
+        ...(config.broker.startsWith('mqtts:')
+          ? {
+              tls: {
+                cert: readFileSync(config.cert),
+                key: readFileSync(config.key),
+                ca: readFileSync(config.ca),
+              },
+            }
+          : {}),
+      },
+      {
+        onCommand: (payload) => {
+          if (diskTimer || diskLow()) {
+            enterDiskFull();
+            return false;
+          }
+          const r = journal.intake(payload);
+          if (r.kind === 'hold') {
+            if (r.reason === 'disk-full') enterDiskFull();
+            return false;
+          }
+          if (r.kind === 'journalled') {
+            seq.journalled();
+            monitor.check();
+            changed();
+          }
+          return true;
+        },
+        onConnect: () => {
+          stat.publishNow();
+          rep.requestFull();
+          outbox.kick();
+        },
+        onDisconnect: () => undefined,
+      },
+      log.child({ component: 'agent.transport' }),
+      deps.mqtt,
+    );
+    outbox.attach(transport);
+
+    return {
+      store,
+      alarms,
+      trust,
+      outbox,
+      executor,
+      sequencer: seq,
+      reporter: rep,
+      status: stat,
+      monitor,
+      transport,
+      desired: () => desiredCache.filter((d) => !executor.busy.has(d.name)),
+      stopDiskTimer: () => {
+        if (diskTimer) clearInterval(diskTimer);
+      },
+    };
+  }
+
+  return {
+    async start() {
+      if (started) throw new Error('agent already started');
+      started = true;
+      if (deps.db) db = deps.db;
+      else {
+        const opened = openAgentDb(config.dbPath, log.child({ component: 'agent.db' }), nowMs());
+        db = opened.db;
+        ownsDb = true;
+        quarantined = opened.quarantined;
+      }
+      const p = wire(db);
+      parts = p;
+      p.store.setMeta(META.boots, p.store.metaInt(META.boots) + 1);
+      if (quarantined)
+        p.alarms.raise('db-corrupt', `corrupt database quarantined as ${basename(quarantined)}`);
+      p.sequencer.start();
+      await runtime.startReconciler(p.desired, () => {
+        p.reporter.changed();
+        p.status.changed();
+      });
+      p.monitor.start();
+      p.reporter.requestFull();
+      p.transport.start();
+      log.info(
+        { ...p.sequencer.watermark, trustVersion: p.trust.version, stacks: p.desired().length },
+        'agent started',
+      );
+    },
+
+    async close() {
+      const p = parts;
+      parts = undefined;
+      if (!p) return;
+      p.stopDiskTimer();
+      p.monitor.close();
+      await p.sequencer.close();
+      await p.reporter.settle().catch(() => undefined);
+      p.reporter.close();
+      p.status.close();
+      let final: Uint8Array | undefined;
+      try {
+        final = p.status.offline('shutdown');
+      } catch {
+        final = undefined;
+      }
+      await p.transport.close(final);
+      p.outbox.close();
+      await runtime.close();
+      if (ownsDb) db?.close();
+      log.info('agent stopped');
+    },
+
+    status(): AgentStatus {
+      const p = parts;
+      if (!p) throw new Error('agent not started');
+      return {
+        site,
+        connected: p.transport.connected,
+        ...p.sequencer.watermark,
+        trustVersion: p.trust.version,
+        stacks: p.reporter.stacks,
+        queues: p.sequencer.depths(),
+        outbox: p.outbox.stats(),
+        alarms: p.alarms.list(),
+        lastContactMs: p.store.metaInt(META.lastContact),
+        ...(quarantined ? { quarantined } : {}),
+      };
+    },
+  };
+}
