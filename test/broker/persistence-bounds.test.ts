@@ -158,7 +158,11 @@ describe('session expiry (I8)', () => {
     await seed('site-b');
 
     expect(p.expireSessions(t0 + 29 * DAY)).toEqual({ sessions: 0, messages: 0, clientIds: [] });
-    expect(p.expireSessions(t0 + 31 * DAY)).toEqual({ sessions: 1, messages: 1, clientIds: ['site-a'] });
+    expect(p.expireSessions(t0 + 31 * DAY)).toEqual({
+      sessions: 1,
+      messages: 1,
+      clientIds: ['site-a'],
+    });
     expect(await p.subscriptionsByClient({ id: 'site-a' })).toEqual([]);
     expect(await p.subscriptionsByTopic('outpost/v1/site/site-a/cmd')).toEqual([]);
     expect(await collect(p.outgoingStream({ id: 'site-a' }))).toEqual([]);

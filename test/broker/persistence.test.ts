@@ -15,6 +15,7 @@ import {
 import { connectInbox, sleep, startBroker, waitFor } from './fixtures/mqtt-helpers.js';
 import { collect, FakeBroker, open, publish, type TempDb, tempDb } from './fixtures/persistence-helpers.js';
 
+const CMD_TOPIC = 'outpost/v1/site/site-a/cmd';
 let tmp: TempDb;
 let current: SqlitePersistence | undefined;
 
@@ -254,6 +255,41 @@ describe('session cleanup', () => {
     expect(await collect(p.outgoingStream({ id: 'site-ab' }))).toHaveLength(1);
     expect((await p.incomingGetPacket({ id: 'site-ab' }, { messageId: 1 })).messageId).toBe(1);
     expect(p.stats()).toMatchObject({ clients: 1, messages: 1 });
+  });
+});
+
+describe('group commit', () => {
+  it('runs calls of one event-loop turn in order in one transaction; a failing call undoes only itself', async () => {
+    let p = await reopen();
+    const enqueued = p.outgoingEnqueue({ clientId: 'site-a' }, publish(CMD_TOPIC, 'c1', 1));
+    const updated = p.outgoingUpdate({ id: 'site-a' }, { ...publish(CMD_TOPIC, 'c1', 1), messageId: 5 });
+    const unknown = p.outgoingUpdate({ id: 'site-a' }, { ...publish(CMD_TOPIC, 'zz', 99), messageId: 6 });
+    const stored = p.incomingStorePacket(
+      { id: 'site-a' },
+      { ...publish('t', 'q2', 0), qos: 2, messageId: 3 },
+    );
+    const missing = p.incomingDelPacket({ id: 'site-a' }, { messageId: 4 });
+    await expect(Promise.all([enqueued, updated, stored])).resolves.toBeDefined();
+    await expect(unknown).rejects.toThrow('no such packet');
+    await expect(missing).rejects.toThrow('no such packet');
+
+    p = await reopen();
+    expect((await collect(p.outgoingStream({ id: 'site-a' }))).map((m) => m.messageId)).toEqual([5]);
+    expect((await p.incomingGetPacket({ id: 'site-a' }, { messageId: 3 })).messageId).toBe(3);
+    expect(p.queueStats('site-a').messages).toBe(1);
+  });
+
+  it('close() commits what is queued; later calls are refused', async () => {
+    const p = await reopen();
+    const pending = p.addSubscriptions({ id: 'site-a' }, [{ topic: CMD_TOPIC, qos: 1 }]);
+    await p.close();
+    await pending;
+    await expect(p.addSubscriptions({ id: 'site-b' }, [{ topic: CMD_TOPIC, qos: 1 }])).rejects.toMatchObject({
+      code: 'ERR_PERSISTENCE_CLOSED',
+    });
+    expect(await (await reopen()).subscriptionsByClient({ id: 'site-a' })).toEqual([
+      { topic: CMD_TOPIC, qos: 1 },
+    ]);
   });
 });
 

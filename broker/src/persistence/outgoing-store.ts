@@ -113,7 +113,7 @@ export class OutgoingStore {
       'SELECT client_id, COUNT(*) AS messages, SUM(bytes) AS bytes FROM outgoing GROUP BY client_id',
     );
     this.reloadStats();
-    this.#writer.onRollback(() => this.reloadStats());
+    this.#writer.onResync(() => this.reloadStats());
   }
 
   /** Rebuilds the per-client counters from disk (at open, and after a failed transaction). */

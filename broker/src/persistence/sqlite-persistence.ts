@@ -13,8 +13,9 @@
  *
  * Interface. aedes 1.x calls the async form of the aedes-persistence interface (every method
  * returns a promise or a Readable; `setup(broker)` must be an `async function`) and this class
- * implements exactly that; it passes the package's own abstract suite (`abstract.js`). Every
- * SQLite call is synchronous, so each promise settles after its transaction has committed.
+ * implements exactly that; it passes the package's own abstract suite (`abstract.js`). Calls are
+ * run in order and group-committed once per event-loop turn (writer.ts); each promise settles
+ * after the transaction holding its work has committed.
  *
  * Durability (I5). Writes an acknowledgement depends on commit with synchronous=FULL before the
  * promise settles: enqueues, subscriptions, retained messages, wills, inbound QoS 2 state. Writes
@@ -73,7 +74,7 @@ import type {
   SubscriptionIn,
   TopicSubscription,
 } from './types.js';
-import { Writer } from './writer.js';
+import { expectedError, Writer } from './writer.js';
 
 export const DEFAULT_SESSION_EXPIRY_MS = 30 * 24 * 60 * 60 * 1000;
 
@@ -84,8 +85,9 @@ const EXPIRY_BATCH = 256;
 
 const SYS_PREFIX = '$SYS/';
 
+/** aedes-persistence's error for an unknown packet (aedes matches on nothing but its presence). */
 function noSuchPacket(): Error {
-  return new Error('no such packet');
+  return expectedError('no such packet', 'ERR_PERSISTENCE_NO_SUCH_PACKET');
 }
 
 function pendingKey(packet: PacketLike): string | undefined {
@@ -188,6 +190,7 @@ export class SqlitePersistence {
     this.#closed = true;
     this.#broker?.removeListener?.('client', this.#onClient);
     this.#broker?.removeListener?.('clientDisconnect', this.#onClientDisconnect);
+    this.#writer.close(); // commits what is queued
     this.#pending.clear();
     this.#db.close();
     this.#log?.info('broker persistence closed');
@@ -211,11 +214,10 @@ export class SqlitePersistence {
   /** Refreshes an existing session's last-seen time; never throws (it runs in event handlers). */
   #touchSafely(clientId: string): void {
     if (this.#closed) return;
-    try {
-      this.#writer.run(false, () => this.#sessions.touch(clientId, this.#now()));
-    } catch (err) {
-      this.#log?.error({ err, clientId }, 'could not record session activity');
-    }
+    const now = this.#now();
+    this.#writer
+      .submit(false, () => this.#sessions.touch(clientId, now))
+      .catch((err: unknown) => this.#log?.error({ err, clientId }, 'could not record session activity'));
   }
 
   // ---- retained --------------------------------------------------------------------------
@@ -223,38 +225,43 @@ export class SqlitePersistence {
   async storeRetained(packet: PacketLike): Promise<void> {
     const key = pendingKey(packet);
     if (key !== undefined && this.#pending.get(key)?.retained === true) return; // stored before PUBACK
-    this.#writer.run(true, () => this.#retained.store(packet));
+    await this.#writer.submit(true, () => this.#retained.store(packet));
   }
 
   createRetainedStream(pattern: string): Readable {
-    return Readable.from(this.#retained.match([pattern]));
+    return this.createRetainedStreamCombi([pattern]);
   }
 
   createRetainedStreamCombi(patterns: readonly string[]): Readable {
+    this.#writer.flush(); // the stream reads the database directly: include what is queued
     return Readable.from(this.#retained.match(patterns));
   }
 
   // ---- subscriptions ---------------------------------------------------------------------
 
   async addSubscriptions(client: ClientRef, subs: readonly SubscriptionIn[]): Promise<void> {
-    this.#writer.run(true, () => {
+    const now = this.#now();
+    await this.#writer.submit(true, () => {
       this.#subs.add(client.id, subs);
-      this.#sessions.upsert(client.id, this.#now());
+      this.#sessions.upsert(client.id, now);
     });
   }
 
   async removeSubscriptions(client: ClientRef, topics: readonly string[]): Promise<void> {
-    this.#writer.run(true, () => this.#subs.remove(client.id, topics));
+    await this.#writer.submit(true, () => this.#subs.remove(client.id, topics));
   }
 
   async subscriptionsByClient(client: ClientRef): Promise<SubscriptionIn[]> {
-    const subs = this.#subs.byClient(client.id);
-    if (subs.length > 0) this.#touchSafely(client.id);
-    return subs;
+    const now = this.#now();
+    return this.#writer.submit(false, () => {
+      const subs = this.#subs.byClient(client.id);
+      if (subs.length > 0) this.#sessions.touch(client.id, now);
+      return subs;
+    });
   }
 
   async countOffline(): Promise<{ subsCount: number; clientsCount: number }> {
-    return this.#subs.counts();
+    return this.#writer.submit(false, () => this.#subs.counts());
   }
 
   async subscriptionsByTopic(topic: string): Promise<TopicSubscription[]> {
@@ -267,7 +274,7 @@ export class SqlitePersistence {
    * `cleanIncoming`, which aedes calls separately.
    */
   async cleanSubscriptions(client: ClientRef): Promise<void> {
-    this.#writer.run(true, () => {
+    await this.#writer.submit(true, () => {
       this.#subs.removeClient(client.id);
       this.#outgoing.deleteClient(client.id);
       this.#sessions.delete(client.id);
@@ -277,15 +284,15 @@ export class SqlitePersistence {
   // ---- outgoing queues -------------------------------------------------------------------
 
   async outgoingEnqueue(sub: { clientId: string }, packet: PacketLike): Promise<void> {
-    this.#enqueue([sub], packet);
+    await this.#enqueue([sub], packet);
   }
 
   /** One transaction for all subscribers; one row per client even if several filters matched. */
   async outgoingEnqueueCombi(subs: ReadonlyArray<{ clientId: string }>, packet: PacketLike): Promise<void> {
-    this.#enqueue(subs, packet);
+    await this.#enqueue(subs, packet);
   }
 
-  #enqueue(subs: ReadonlyArray<{ clientId: string }>, packet: PacketLike): void {
+  async #enqueue(subs: ReadonlyArray<{ clientId: string }>, packet: PacketLike): Promise<void> {
     const clients = new Set<string>();
     for (const s of subs) clients.add(s.clientId);
     const key = pendingKey(packet);
@@ -297,22 +304,24 @@ export class SqlitePersistence {
     if (clients.size === 0) return;
     const shaped = aedesShape(packet);
     const encoded = encodePacket(shaped);
-    this.#writer.run(true, () => this.#outgoing.enqueue(clients, shaped, encoded));
+    await this.#writer.submit(true, () => this.#outgoing.enqueue(clients, shaped, encoded));
   }
 
+  /**
+   * Records the packet identifier of a delivery, or replaces the row (a PUBREL after PUBREC).
+   * Durable only for the latter: a lost identifier is simply assigned again on redelivery.
+   */
   async outgoingUpdate(client: ClientRef, packet: PacketLike): Promise<void> {
-    const target = this.#outgoing.findUpdateTarget(client.id, packet);
-    if (target === undefined) {
-      if (this.#outgoing.wasDropped(client.id, packet)) return; // refused by the cap: deliver live only
-      throw noSuchPacket();
-    }
-    if (target.sameBroker === 1) {
-      const messageId = typeof packet.messageId === 'number' ? packet.messageId : null;
-      this.#writer.run(false, () => this.#outgoing.setMessageId(target.seq, messageId));
-      return;
-    }
-    const encoded = encodePacket(packet);
-    this.#writer.run(true, () => this.#outgoing.replace(client.id, target, packet, encoded));
+    const messageId = typeof packet.messageId === 'number' ? packet.messageId : null;
+    await this.#writer.submit(packet.cmd !== 'publish', () => {
+      const target = this.#outgoing.findUpdateTarget(client.id, packet);
+      if (target === undefined) {
+        if (this.#outgoing.wasDropped(client.id, packet)) return; // refused by the cap: live only
+        throw noSuchPacket();
+      }
+      if (target.sameBroker === 1) this.#outgoing.setMessageId(target.seq, messageId);
+      else this.#outgoing.replace(client.id, target, packet, encodePacket(packet));
+    });
   }
 
   async outgoingClearMessageId(
@@ -322,11 +331,12 @@ export class SqlitePersistence {
     const messageId = typeof packet === 'object' && packet !== null ? packet.messageId : undefined;
     // A packet without an identifier was never sent; its row (if any) stays for the next attempt.
     if (typeof messageId !== 'number') return undefined;
-    return this.#writer.run(false, () => this.#outgoing.clear(client.id, messageId));
+    return this.#writer.submit(false, () => this.#outgoing.clear(client.id, messageId));
   }
 
   /** The client's queue as it is now (later enqueues are delivered live), read lazily. */
   outgoingStream(client: ClientRef): Readable {
+    this.#writer.flush(); // include what is queued in the snapshot
     const until = this.#outgoing.lastSeq(client.id);
     this.#touchSafely(client.id);
     return Readable.from(this.#outgoing.stream(client.id, until));
@@ -340,28 +350,33 @@ export class SqlitePersistence {
     const shaped = aedesShape(packet);
     shaped.messageId = messageId;
     const encoded = encodePacket(shaped);
-    this.#writer.run(true, () => {
+    const now = this.#now();
+    await this.#writer.submit(true, () => {
       this.#incoming.store(client.id, messageId, encoded);
-      this.#sessions.ensure(client.id, this.#now());
+      this.#sessions.ensure(client.id, now);
     });
   }
 
   async incomingGetPacket(client: ClientRef, packet: PacketLike): Promise<PacketLike> {
-    const found =
-      typeof packet.messageId === 'number' ? this.#incoming.get(client.id, packet.messageId) : undefined;
-    if (found === undefined) throw noSuchPacket();
-    return found;
+    const messageId = packet.messageId;
+    if (typeof messageId !== 'number') throw noSuchPacket();
+    return this.#writer.submit(false, () => {
+      const found = this.#incoming.get(client.id, messageId);
+      if (found === undefined) throw noSuchPacket();
+      return found;
+    });
   }
 
   async incomingDelPacket(client: ClientRef, packet: PacketLike): Promise<void> {
     const messageId = packet.messageId;
     if (typeof messageId !== 'number') throw noSuchPacket();
-    const deleted = this.#writer.run(true, () => this.#incoming.delete(client.id, messageId));
-    if (!deleted) throw noSuchPacket();
+    await this.#writer.submit(true, () => {
+      if (!this.#incoming.delete(client.id, messageId)) throw noSuchPacket();
+    });
   }
 
   async cleanIncoming(client: ClientRef): Promise<void> {
-    this.#writer.run(true, () => this.#incoming.deleteClient(client.id));
+    await this.#writer.submit(true, () => this.#incoming.deleteClient(client.id));
   }
 
   // ---- wills -----------------------------------------------------------------------------
@@ -371,25 +386,30 @@ export class SqlitePersistence {
     packet.brokerId = this.#broker?.id;
     packet.clientId = client.id;
     const encoded = encodePacket(packet);
-    this.#writer.run(true, () => this.#wills.put(client.id, packet.brokerId ?? null, encoded));
+    const brokerId = packet.brokerId ?? null;
+    await this.#writer.submit(true, () => this.#wills.put(client.id, brokerId, encoded));
   }
 
   async getWill(client: ClientRef): Promise<PacketLike | undefined> {
-    return this.#wills.get(client.id);
+    return this.#writer.submit(false, () => this.#wills.get(client.id));
   }
 
   async delWill(client: ClientRef): Promise<PacketLike | undefined> {
-    const will = this.#wills.get(client.id);
-    if (will !== undefined) this.#writer.run(true, () => this.#wills.delete(client.id));
-    return will;
+    return this.#writer.submit(true, () => {
+      const will = this.#wills.get(client.id);
+      if (will !== undefined) this.#wills.delete(client.id);
+      return will;
+    });
   }
 
   /** Wills held by brokers that are not in `brokers` (dead brokers, or this one's previous run). */
   streamWill(brokers: Readonly<Record<string, unknown>> = {}): Readable {
+    this.#writer.flush();
     return Readable.from(this.#wills.orphans(brokers));
   }
 
   getClientList(topic: string): Readable {
+    this.#writer.flush();
     return Readable.from(this.#subs.clientsByTopic(topic));
   }
 
@@ -409,25 +429,31 @@ export class SqlitePersistence {
           callback(err);
           return;
         }
-        try {
-          this.#commitBeforeAck(packet as unknown as PacketLike);
-        } catch (e) {
+        const fail = (e: unknown): void => {
           this.#log?.error(
             { err: e, topic: packet.topic },
             'could not store a publish before acknowledging it',
           );
           callback(e instanceof Error ? e : new Error(String(e)));
+        };
+        let committed: Promise<void> | undefined;
+        try {
+          committed = this.#commitBeforeAck(packet as unknown as PacketLike);
+        } catch (e) {
+          fail(e);
           return;
         }
-        callback(null);
+        if (committed === undefined) callback(null);
+        else committed.then(() => callback(null), fail);
       });
     };
   }
 
-  #commitBeforeAck(packet: PacketLike): void {
+  /** Queues the publish for its persistent subscribers; undefined if there is nothing to store. */
+  #commitBeforeAck(packet: PacketLike): Promise<void> | undefined {
     const broker = this.#broker;
-    if (packet.qos !== 1 || broker === undefined || typeof packet.topic !== 'string') return;
-    if (typeof broker.counter !== 'number') return; // not aedes: no counter to claim
+    if (packet.qos !== 1 || broker === undefined || typeof packet.topic !== 'string') return undefined;
+    if (typeof broker.counter !== 'number') return undefined; // not aedes: no counter to claim
     // aedes' Packet keeps a brokerId/brokerCounter already present: claim the one it would assign.
     if (typeof packet.brokerId !== 'string' || packet.brokerId === '') packet.brokerId = broker.id;
     if (typeof packet.brokerCounter !== 'number' || packet.brokerCounter === 0) {
@@ -441,13 +467,9 @@ export class SqlitePersistence {
     const clients = new Set<string>();
     for (const s of subs) clients.add(s.clientId);
     const retained = packet.retain === true;
-    if (clients.size === 0 && !retained) return;
+    if (clients.size === 0 && !retained) return undefined;
     const shaped = aedesShape(packet);
     const encoded = encodePacket(shaped);
-    this.#writer.run(true, () => {
-      if (retained) this.#retained.store(shaped);
-      if (clients.size > 0) this.#outgoing.enqueue(clients, shaped, encoded);
-    });
     const key = pendingKey(packet) as string;
     this.#pending.set(key, { clients, retained });
     if (this.#pending.size > MAX_PENDING) {
@@ -455,6 +477,15 @@ export class SqlitePersistence {
       const oldest = this.#pending.keys().next();
       if (oldest.done !== true) this.#pending.delete(oldest.value);
     }
+    return this.#writer
+      .submit(true, () => {
+        if (retained) this.#retained.store(shaped);
+        if (clients.size > 0) this.#outgoing.enqueue(clients, shaped, encoded);
+      })
+      .catch((err: unknown) => {
+        this.#pending.delete(key);
+        throw err;
+      });
   }
 
   /**
@@ -463,46 +494,58 @@ export class SqlitePersistence {
    */
   expireSessions(now: number = this.#now()): ExpiryResult {
     const cutoff = now - this.#expiryMs;
-    const ids = this.#sessions.idleSince(cutoff).filter((id) => !this.#connected.has(id));
+    const idle = this.#writer.runSync(false, () => this.#sessions.idleSince(cutoff));
+    const candidates = idle.filter((id) => !this.#connected.has(id));
+    const expired: string[] = [];
     let messages = 0;
-    for (let i = 0; i < ids.length; i += EXPIRY_BATCH) {
-      const batch = ids.slice(i, i + EXPIRY_BATCH);
-      messages += this.#writer.run(false, () => {
+    for (let i = 0; i < candidates.length; i += EXPIRY_BATCH) {
+      const batch = candidates.slice(i, i + EXPIRY_BATCH);
+      messages += this.#writer.runSync(false, () => {
         let n = 0;
         for (const id of batch) {
+          if (this.#connected.has(id)) continue; // reconnected meanwhile
           n += this.#outgoing.deleteClient(id);
           this.#subs.removeClient(id);
           this.#incoming.deleteClient(id);
           this.#sessions.delete(id);
+          expired.push(id);
         }
         return n;
       });
     }
-    this.#expiredSessions += ids.length;
-    if (ids.length > 0) {
-      this.#log?.info({ sessions: ids.length, messages, cutoff }, 'expired abandoned sessions');
+    this.#expiredSessions += expired.length;
+    if (expired.length > 0) {
+      this.#log?.info({ sessions: expired.length, messages, cutoff }, 'expired abandoned sessions');
     }
-    return { sessions: ids.length, messages, clientIds: ids };
+    return { sessions: expired.length, messages, clientIds: expired };
   }
 
-  /** Totals for metrics. */
+  /** Totals for metrics (including operations queued for the next commit). */
   stats(): PersistenceStats {
+    this.#flushIfOpen();
     return { ...this.#outgoing.totals(), expiredSessions: this.#expiredSessions };
   }
 
   /** Queued messages and bytes of one client. */
   queueStats(clientId: string): QueueStats {
+    this.#flushIfOpen();
     return this.#outgoing.queueStats(clientId);
   }
 
   /** Queued messages and bytes of every client with a non-empty queue (a copy). */
   allQueueStats(): Map<string, QueueStats> {
+    this.#flushIfOpen();
     return this.#outgoing.allQueueStats();
   }
 
   /** When the client was last seen (ms), if it has a session. */
   sessionLastSeen(clientId: string): number | undefined {
+    this.#writer.flush();
     return this.#sessions.lastSeen(clientId);
+  }
+
+  #flushIfOpen(): void {
+    if (!this.#closed) this.#writer.flush();
   }
 }
 
