@@ -19,15 +19,10 @@
  *
  * Durability (I5). Writes an acknowledgement depends on commit with synchronous=FULL before the
  * promise settles: enqueues, subscriptions, retained messages, wills, inbound QoS 2 state. Writes
- * whose loss to a power cut only causes a redelivery commit with synchronous=NORMAL (see
- * writer.ts). BUT aedes 1.2.0 writes the PUBACK of an inbound QoS 1 PUBLISH to the socket *before*
- * it calls the persistence (lib/handlers/publish.js), so a broker killed right after a PUBACK can
- * lose a message it acknowledged. `durableAuthorizePublish` closes that gap: used as aedes'
- * `authorizePublish` hook (which runs before the PUBACK), it stores the message for every matching
- * persistent session and commits, then lets aedes continue; when aedes then calls
- * `storeRetained`/`outgoingEnqueueCombi` for that packet, the work already done is skipped. It
- * does so by giving the packet its aedes `brokerId`/`brokerCounter` early (aedes' Packet keeps a
- * counter already present), so it depends on that aedes internal; the kill -9 test pins it.
+ * whose loss to a power cut only causes a redelivery commit with synchronous=NORMAL (writer.ts).
+ * But aedes 1.2.0 writes the PUBACK of an inbound QoS 1 PUBLISH *before* it calls the persistence,
+ * so the broker must also use `durableAuthorizePublish` as its `authorizePublish` hook: it commits
+ * the message before aedes sends the PUBACK (durable-publish.ts explains how, and its coupling).
  *
  * Queue cap policy (I8). `queueLimits` bounds each client's queue in messages and in bytes
  * (topic + payload). A message that would exceed either is not queued for that client (drop the
@@ -56,6 +51,7 @@
 import { Readable } from 'node:stream';
 import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
+import { DurablePublishGate } from './durable-publish.js';
 import { OutgoingStore } from './outgoing-store.js';
 import { aedesShape, encodePacket } from './packet-codec.js';
 import { RetainedStore } from './retained-store.js';
@@ -78,21 +74,12 @@ import { expectedError, Writer } from './writer.js';
 
 export const DEFAULT_SESSION_EXPIRY_MS = 30 * 24 * 60 * 60 * 1000;
 
-/** Packets acknowledged through `durableAuthorizePublish` whose aedes enqueue has not run yet. */
-const MAX_PENDING = 10_000;
 /** Sessions deleted per transaction by `expireSessions`. */
 const EXPIRY_BATCH = 256;
-
-const SYS_PREFIX = '$SYS/';
 
 /** aedes-persistence's error for an unknown packet (aedes matches on nothing but its presence). */
 function noSuchPacket(): Error {
   return expectedError('no such packet', 'ERR_PERSISTENCE_NO_SUCH_PACKET');
-}
-
-function pendingKey(packet: PacketLike): string | undefined {
-  if (typeof packet.brokerId !== 'string' || typeof packet.brokerCounter !== 'number') return undefined;
-  return `${packet.brokerId}\u0000${packet.brokerCounter}`;
 }
 
 function checkPositive(name: string, v: number | undefined): void {
@@ -100,15 +87,6 @@ function checkPositive(name: string, v: number | undefined): void {
     throw new TypeError(`${name} must be a positive number`);
   }
 }
-
-/** aedes' default authorizePublish: clients may not publish to $SYS. */
-const defaultAuthorizePublish: AuthorizePublish = (_client, packet, callback) => {
-  if (typeof packet.topic === 'string' && packet.topic.startsWith(SYS_PREFIX)) {
-    callback(new Error(`${SYS_PREFIX} topic is reserved`));
-    return;
-  }
-  callback(null);
-};
 
 export class SqlitePersistence {
   readonly #db: Database.Database;
@@ -123,7 +101,7 @@ export class SqlitePersistence {
   readonly #incoming: IncomingTable;
   readonly #wills: WillTable;
   readonly #connected = new Set<string>();
-  readonly #pending = new Map<string, { clients: ReadonlySet<string>; retained: boolean }>();
+  readonly #gate: DurablePublishGate;
   #broker: BrokerRef | undefined;
   #expiredSessions = 0;
   #closed = false;
@@ -151,6 +129,14 @@ export class SqlitePersistence {
         limits: opts.queueLimits,
         onDrop: opts.onDrop,
         onFirstMessage: (clientId) => this.#sessions.ensure(clientId, this.#now()),
+      });
+      this.#gate = new DurablePublishGate({
+        writer: this.#writer,
+        subs: this.#subs,
+        outgoing: this.#outgoing,
+        retained: this.#retained,
+        broker: () => this.#broker,
+        log: this.#log,
       });
     } catch (err) {
       db.close();
@@ -191,7 +177,7 @@ export class SqlitePersistence {
     this.#broker?.removeListener?.('client', this.#onClient);
     this.#broker?.removeListener?.('clientDisconnect', this.#onClientDisconnect);
     this.#writer.close(); // commits what is queued
-    this.#pending.clear();
+    this.#gate.clear();
     this.#db.close();
     this.#log?.info('broker persistence closed');
   }
@@ -223,8 +209,7 @@ export class SqlitePersistence {
   // ---- retained --------------------------------------------------------------------------
 
   async storeRetained(packet: PacketLike): Promise<void> {
-    const key = pendingKey(packet);
-    if (key !== undefined && this.#pending.get(key)?.retained === true) return; // stored before PUBACK
+    if (this.#gate.retainedStored(packet)) return; // stored before the PUBACK
     await this.#writer.submit(true, () => this.#retained.store(packet));
   }
 
@@ -295,12 +280,7 @@ export class SqlitePersistence {
   async #enqueue(subs: ReadonlyArray<{ clientId: string }>, packet: PacketLike): Promise<void> {
     const clients = new Set<string>();
     for (const s of subs) clients.add(s.clientId);
-    const key = pendingKey(packet);
-    const pending = key === undefined ? undefined : this.#pending.get(key);
-    if (key !== undefined && pending !== undefined) {
-      this.#pending.delete(key);
-      for (const id of pending.clients) clients.delete(id); // queued before the PUBACK
-    }
+    for (const id of this.#gate.consume(packet)) clients.delete(id); // queued before the PUBACK
     if (clients.size === 0) return;
     const shaped = aedesShape(packet);
     const encoded = encodePacket(shaped);
@@ -422,70 +402,8 @@ export class SqlitePersistence {
    * (no publishing to $SYS). A failed commit refuses the publish, so aedes drops the connection
    * without a PUBACK and the publisher retries.
    */
-  durableAuthorizePublish(inner: AuthorizePublish = defaultAuthorizePublish): AuthorizePublish {
-    return (client, packet, callback) => {
-      inner(client, packet, (err) => {
-        if (err) {
-          callback(err);
-          return;
-        }
-        const fail = (e: unknown): void => {
-          this.#log?.error(
-            { err: e, topic: packet.topic },
-            'could not store a publish before acknowledging it',
-          );
-          callback(e instanceof Error ? e : new Error(String(e)));
-        };
-        let committed: Promise<void> | undefined;
-        try {
-          committed = this.#commitBeforeAck(packet as unknown as PacketLike);
-        } catch (e) {
-          fail(e);
-          return;
-        }
-        if (committed === undefined) callback(null);
-        else committed.then(() => callback(null), fail);
-      });
-    };
-  }
-
-  /** Queues the publish for its persistent subscribers; undefined if there is nothing to store. */
-  #commitBeforeAck(packet: PacketLike): Promise<void> | undefined {
-    const broker = this.#broker;
-    if (packet.qos !== 1 || broker === undefined || typeof packet.topic !== 'string') return undefined;
-    if (typeof broker.counter !== 'number') return undefined; // not aedes: no counter to claim
-    // aedes' Packet keeps a brokerId/brokerCounter already present: claim the one it would assign.
-    if (typeof packet.brokerId !== 'string' || packet.brokerId === '') packet.brokerId = broker.id;
-    if (typeof packet.brokerCounter !== 'number' || packet.brokerCounter === 0) {
-      broker.counter += 1;
-      packet.brokerCounter = broker.counter;
-    }
-    const topic = packet.topic;
-    let subs = this.#subs.match(topic);
-    // as aedes' enqueueOffline: $SYS topics are not queued for wildcard-first filters
-    if (topic.startsWith(SYS_PREFIX)) subs = subs.filter((s) => s.topic[0] !== '+' && s.topic[0] !== '#');
-    const clients = new Set<string>();
-    for (const s of subs) clients.add(s.clientId);
-    const retained = packet.retain === true;
-    if (clients.size === 0 && !retained) return undefined;
-    const shaped = aedesShape(packet);
-    const encoded = encodePacket(shaped);
-    const key = pendingKey(packet) as string;
-    this.#pending.set(key, { clients, retained });
-    if (this.#pending.size > MAX_PENDING) {
-      // aedes never reached its enqueue for the oldest (e.g. the PUBACK write failed): forget it.
-      const oldest = this.#pending.keys().next();
-      if (oldest.done !== true) this.#pending.delete(oldest.value);
-    }
-    return this.#writer
-      .submit(true, () => {
-        if (retained) this.#retained.store(shaped);
-        if (clients.size > 0) this.#outgoing.enqueue(clients, shaped, encoded);
-      })
-      .catch((err: unknown) => {
-        this.#pending.delete(key);
-        throw err;
-      });
+  durableAuthorizePublish(inner?: AuthorizePublish): AuthorizePublish {
+    return this.#gate.wrap(inner);
   }
 
   /**
