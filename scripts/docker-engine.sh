@@ -16,8 +16,10 @@
 # Images (all labelled outpost.test.recipe=<RECIPE>; rebuilt when that label is out of date):
 #   outpost-test/busybox:1  /bin/busybox with every applet linked in /bin, /etc/passwd, /tmp.
 #                           CMD ["sh"]. For one-off commands and crash tests.
-#   outpost-test/web:1      busybox httpd in the foreground on $PORT (default 8080) serving /www:
-#                           /www/health ("ok"), /www/version ("1"), /www/index.html.
+#   outpost-test/web:1      busybox httpd on $PORT (default 8080) serving /www: /www/health ("ok"),
+#                           /www/version ("1"), /www/index.html. PID 1 is a shell that exits 0 on
+#                           SIGTERM/SIGINT, so `docker stop` is immediate (a bare httpd as PID 1
+#                           ignores SIGTERM and every stop would wait for the kill timeout).
 #                           HEALTHCHECK every 1 s: wget -q -O- http://127.0.0.1:$PORT/health (3 retries).
 #   outpost-test/web:2      the same with /www/version "2" and different page content, so its layer,
 #                           image id and registry digest differ from web:1 (an update to roll out).
@@ -35,7 +37,7 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-RECIPE=1
+RECIPE=2
 IMAGES=(outpost-test/busybox:1 outpost-test/web:1 outpost-test/web:2 outpost-test/broken:1)
 
 STATE="${OUTPOST_DOCKER_STATE:-$OUTPOST_ROOT/.tmp/docker}"
@@ -127,7 +129,7 @@ web_image() {
   [ "$health" = yes ] && printf 'ok\n' >"$root/www/health"
   import_image "$tag" "$root" \
     "ENV PORT=8080" "EXPOSE 8080" "LABEL outpost.test.version=$version" \
-    'CMD ["/bin/sh", "-c", "exec httpd -f -p \"${PORT}\" -h /www"]' \
+    'CMD ["/bin/sh", "-c", "trap \"exit 0\" TERM INT; httpd -f -p \"${PORT}\" -h /www & wait"]' \
     'HEALTHCHECK --interval=1s --timeout=3s --retries=3 CMD wget -q -O- "http://127.0.0.1:${PORT}/health" || exit 1'
 }
 
@@ -158,6 +160,8 @@ build_images() {
     esac
   done
   rm -rf "$build"
+  # Drop earlier builds of the test images that no tag and no container uses any more.
+  dk image prune -f --filter "label=outpost.test.recipe" >/dev/null 2>&1 || true
   log "images built in $(($(now_ms) - t0)) ms"
 }
 

@@ -59,6 +59,10 @@ describe('private Docker engine', () => {
     const info = await c.inspect();
     expect(info.Config.Labels).toMatchObject(testLabels());
     expect(info.State.Running).toBe(true);
+
+    // PID 1 handles SIGTERM: a stop ends it with 0, not with the SIGKILL (137) after the timeout.
+    await c.stop({ t: 20 });
+    expect((await c.inspect()).State.ExitCode).toBe(0);
   });
 
   it('web:2 serves its own content on the port given by env PORT', async () => {
