@@ -35,6 +35,7 @@
 #
 # stdout carries only `export DOCKER_HOST=unix://...`; progress and errors go to stderr.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 RECIPE=2
@@ -127,6 +128,7 @@ web_image() {
   printf '%s\n' "$version" >"$root/www/version"
   printf '<html><body><h1>outpost-test web %s</h1></body></html>\n' "$version" >"$root/www/index.html"
   [ "$health" = yes ] && printf 'ok\n' >"$root/www/health"
+  # shellcheck disable=SC2016 # ${PORT} is expanded in the container, not here
   import_image "$tag" "$root" \
     "ENV PORT=8080" "EXPOSE 8080" "LABEL outpost.test.version=$version" \
     'CMD ["/bin/sh", "-c", "trap \"exit 0\" TERM INT; httpd -f -p \"${PORT}\" -h /www & wait"]' \
@@ -182,6 +184,7 @@ stop_engine() {
 purge_state() {
   # Unmount anything dockerd left mounted below the state dir before deleting it.
   local m
+  # shellcheck disable=SC2013 # mount points under our dirs have no spaces
   for m in $(awk -v s="$STATE/" -v r="$RUN/" 'index($2, s) == 1 || index($2, r) == 1 { print $2 }' /proc/mounts | sort -r); do
     umount -l "$m" 2>/dev/null || true
   done

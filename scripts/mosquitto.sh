@@ -19,6 +19,7 @@
 # config says `user root` so that it can read and write files in private temporary directories.
 # (The test helper mosquitto() in test/helpers does the same for configs given as text.)
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cmd="${1:-check}"

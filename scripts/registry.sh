@@ -15,6 +15,7 @@
 # flag is needed. Pushed images are untagged locally again, so that a pull really fetches.
 # The engine used for pushing is $DOCKER_HOST, else the one scripts/docker-engine.sh manages.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DEFAULT_IMAGES=(outpost-test/busybox:1 outpost-test/web:1 outpost-test/web:2 outpost-test/broken:1)
