@@ -51,6 +51,7 @@ export interface AgentDeps {
 
 export interface AgentStatus {
   readonly site: string;
+  /** Connected to the broker with the command subscription in place. */
   readonly connected: boolean;
   readonly contig: number;
   readonly applied: number;
@@ -370,7 +371,7 @@ export function createAgent(deps: AgentDeps): Agent {
       if (!p) throw new Error('agent not started');
       return {
         site,
-        connected: p.transport.connected,
+        connected: p.transport.ready,
         ...p.sequencer.watermark,
         trustVersion: p.trust.version,
         stacks: p.reporter.stacks,

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import type { MemoryRuntime } from '../../agent/src/runtime/memory.js';
 import {
   createSigner,
   encodeApproval,
@@ -19,7 +20,6 @@ import { sleep, waitFor } from '../helpers/index.js';
 import { startTestBroker, type TestBroker } from './helpers/broker.js';
 import { spec, TestController } from './helpers/controller.js';
 import { makeSite, type RunningAgent, startAgent, type TestSite } from './helpers/harness.js';
-import type { MemoryRuntime } from '../../agent/src/runtime/memory.js';
 
 let broker: TestBroker;
 let site: TestSite;
@@ -35,11 +35,16 @@ beforeEach(async () => {
   logLines = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString('utf8').split('\n')) if (l) logLines.push(JSON.parse(l) as Record<string, unknown>);
+      for (const l of chunk.toString('utf8').split('\n'))
+        if (l) logLines.push(JSON.parse(l) as Record<string, unknown>);
       cb();
     },
   });
-  running = await startAgent(site, { broker: broker.url, maxEnvelopeBytes: 8192 }, { log: pino({ level: 'info' }, sink) });
+  running = await startAgent(
+    site,
+    { broker: broker.url, maxEnvelopeBytes: 8192 },
+    { log: pino({ level: 'info' }, sink) },
+  );
   await waitFor(() => running?.agent.status().connected, { message: 'agent connected' });
 });
 
@@ -54,21 +59,27 @@ const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 async function expectUnreadRejection(bytes: Uint8Array, rc: string) {
   await ctl.publish(bytes);
   const ref = envelopeRef(bytes);
-  const ack = await ctl.waitAck((a) => a.ref !== undefined && hex(a.ref) === hex(ref), 5000, `rejection ${rc}`);
+  const ack = await ctl.waitAck(
+    (a) => a.ref !== undefined && hex(a.ref) === hex(ref),
+    5000,
+    `rejection ${rc}`,
+  );
   expect(ack.st).toBe('rejected');
   expect(ack.rc).toBe(rc);
   // A forgery can never make the controller believe a real command was rejected ([ACK-3]).
   expect(ack.seq).toBeUndefined();
   expect(ack.id).toBeUndefined();
-  await waitFor(() => logLines.find((l) => l['rc'] === rc && l['ref'] === hex(ref)), { message: `log line ${rc}` });
+  await waitFor(() => logLines.find((l) => l['rc'] === rc && l['ref'] === hex(ref)), {
+    message: `log line ${rc}`,
+  });
   return ack;
 }
 
 /** S + L: the malleated twin of a valid signature (tweetnacl alone would accept it). */
 function malleate(envelope: Uint8Array): Uint8Array {
   const L = [
-    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
   ];
   const out = new Uint8Array(envelope);
   const s = out.length - 32;
@@ -84,11 +95,20 @@ function malleate(envelope: Uint8Array): Uint8Array {
 describe('I9: bad input gets a typed rejection and changes nothing', () => {
   test('forged, wrong-key, malleated, wrong-site, oversized and garbage envelopes', async () => {
     const stranger = createSigner('stranger', generateKeyPair().seed);
-    await expectUnreadRejection(ctl.applyCmd('x', 1, spec(), { seq: 1, prev: 0, signer: stranger }), 'unknown-key');
+    await expectUnreadRejection(
+      ctl.applyCmd('x', 1, spec(), { seq: 1, prev: 0, signer: stranger }),
+      'unknown-key',
+    );
     const impostor = createSigner('online-1', generateKeyPair().seed);
-    await expectUnreadRejection(ctl.applyCmd('x', 1, spec(), { seq: 1, prev: 0, signer: impostor }), 'bad-signature');
+    await expectUnreadRejection(
+      ctl.applyCmd('x', 1, spec(), { seq: 1, prev: 0, signer: impostor }),
+      'bad-signature',
+    );
     await expectUnreadRejection(malleate(ctl.applyCmd('x', 1, spec(), { seq: 1, prev: 0 })), 'bad-signature');
-    await expectUnreadRejection(ctl.applyCmd('x', 1, spec(), { seq: 1, prev: 0, site: 'site-b' }), 'wrong-site');
+    await expectUnreadRejection(
+      ctl.applyCmd('x', 1, spec(), { seq: 1, prev: 0, site: 'site-b' }),
+      'wrong-site',
+    );
     const big = spec(['web'], 1);
     big.svc['web']!.env = { PAD: 'x'.repeat(8000) };
     await expectUnreadRejection(ctl.applyCmd('x', 1, big, { seq: 1, prev: 0 }), 'too-large');
@@ -122,7 +142,9 @@ describe('I9: bad input gets a typed rejection and changes nothing', () => {
     // same seq, new id and content
     await ctl.publish(ctl.applyCmd('x', 9, spec(['web'], 9), { seq: 1, prev: 0 }));
     // same id, new seq
-    await ctl.publish(ctl.applyCmd('x', 8, spec(['web'], 8), { seq: 2, prev: 1, id: new Uint8Array(16).fill(7) }));
+    await ctl.publish(
+      ctl.applyCmd('x', 8, spec(['web'], 8), { seq: 2, prev: 1, id: new Uint8Array(16).fill(7) }),
+    );
     const replays = await waitFor(() => {
       const r = ctl.acks.filter((a) => a.st === 'rejected' && a.rc === 'replay');
       return r.length === 2 ? r : undefined;
@@ -138,7 +160,9 @@ describe('I9: bad input gets a typed rejection and changes nothing', () => {
     const tagged: StackSpec = { svc: { web: { img: 'registry.local/acme/web', tag: '1.0' } } };
     await ctl.apply('t', 1, tagged);
     expect((await ctl.waitStatus(1, 'rejected')).rc).toBe('policy');
-    const priv: StackSpec = { svc: { plc: { img: 'registry.local/acme/plc', dig: new Uint8Array(32).fill(1), priv: true } } };
+    const priv: StackSpec = {
+      svc: { plc: { img: 'registry.local/acme/plc', dig: new Uint8Array(32).fill(1), priv: true } },
+    };
     await ctl.apply('p', 1, priv);
     expect((await ctl.waitStatus(2, 'rejected')).rc).toBe('policy');
     // one approval is not enough (crit = 2)
@@ -167,7 +191,9 @@ describe('I2: duplicate delivery executes once', () => {
     await ctl.publish(bytes);
     await ctl.waitStatus(1, 'applied');
     await ctl.publish(bytes);
-    await waitFor(() => ctl.acksFor(1).filter((a) => a.st === 'applied').length === 2, { message: 're-ack applied' });
+    await waitFor(() => ctl.acksFor(1).filter((a) => a.st === 'applied').length === 2, {
+      message: 're-ack applied',
+    });
     await sleep(300);
     const sts = ctl.acksFor(1).map((a) => a.st);
     expect(sts.filter((s) => s === 'accepted')).toHaveLength(2);

@@ -1,8 +1,9 @@
 /**
  * I3 (order, gaps) and I4 (latest wins) through a real broker with persistent sessions.
  */
-import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+
 import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { MemoryRuntime } from '../../agent/src/runtime/memory.js';
 import { sleep, waitFor } from '../helpers/index.js';
 import { startTestBroker, type TestBroker } from './helpers/broker.js';
@@ -72,7 +73,9 @@ describe('I3: order and gaps', () => {
     expect(applied.rev).toBe(3);
     const alarm = r.agent.status().alarms.find((a) => a.code === 'seq-gap');
     expect(alarm?.msg).toContain('seq 2 missing');
-    await waitFor(() => ctl.latestStatus()?.alarms?.some((a) => a.code === 'seq-gap'), { message: 'SCADA sees seq-gap' });
+    await waitFor(() => ctl.latestStatus()?.alarms?.some((a) => a.code === 'seq-gap'), {
+      message: 'SCADA sees seq-gap',
+    });
     await ctl.publish(c2);
     const late = await ctl.waitStatus(2, 'rejected');
     expect(late.rc).toBe('replay');
@@ -80,7 +83,9 @@ describe('I3: order and gaps', () => {
     // a heartbeat showing the agent has everything clears the alarm
     await ctl.send('heartbeat', { last: 4 });
     await ctl.waitStatus(4, 'applied');
-    await waitFor(() => !r.agent.status().alarms.some((a) => a.code === 'seq-gap'), { message: 'seq-gap cleared' });
+    await waitFor(() => !r.agent.status().alarms.some((a) => a.code === 'seq-gap'), {
+      message: 'seq-gap cleared',
+    });
   });
 
   test('controller-collapsed commands leave no gap (prev links the published ones)', async () => {

@@ -43,6 +43,7 @@ export class Transport implements Publisher {
   private attempt = 0;
   private closing = false;
   private wasConnected = false;
+  private subscribed = false;
 
   constructor(
     private readonly opts: TransportOptions,
@@ -53,6 +54,11 @@ export class Transport implements Publisher {
 
   get connected(): boolean {
     return this.client?.connected === true;
+  }
+
+  /** Connected and the command subscription acknowledged (commands published now reach us). */
+  get ready(): boolean {
+    return this.connected && this.subscribed;
   }
 
   /** Starts connecting; returns at once (the agent runs offline until a broker answers). */
@@ -98,6 +104,7 @@ export class Transport implements Publisher {
     };
     // Runs before MQTT.js schedules its reconnect: sets this attempt's delay and a fresh will.
     client.prependListener('close', () => {
+      this.subscribed = false;
       if (client.options.will) client.options.will.payload = Buffer.from(o.will());
       client.options.reconnectPeriod = this.closing ? 0 : this.nextDelay();
       if (this.wasConnected) {
@@ -113,7 +120,10 @@ export class Transport implements Publisher {
       client.subscribe(o.cmdTopic, { qos: 1 }, (err, granted) => {
         if (err || granted?.[0]?.qos !== 1) {
           this.log.error({ err: err?.message, granted: granted?.[0]?.qos }, 'command subscription refused');
+          return;
         }
+        this.subscribed = true;
+        this.log.info({ topic: o.cmdTopic }, 'subscribed');
       });
       this.handlers.onConnect();
     });
