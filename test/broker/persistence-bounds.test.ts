@@ -2,6 +2,8 @@
  * I8 Bounded: per-client queue caps (drop the newest, count it, report it) and expiry of
  * abandoned persistent sessions, at the persistence API and through a real aedes broker.
  */
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   DEFAULT_SESSION_EXPIRY_MS,
@@ -35,7 +37,16 @@ afterEach(async () => {
 describe('queue caps (I8)', () => {
   it('refuses the newest message beyond maxMessages, counts and reports it, keeps the oldest', async () => {
     const drops: QueueDropEvent[] = [];
-    const p = await track(open(tmp.path, { queueLimits: { maxMessages: 3 }, onDrop: (e) => drops.push(e) }));
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(chunk.toString('utf8'));
+        done();
+      },
+    });
+    const p = await track(
+      open(tmp.path, { queueLimits: { maxMessages: 3 }, onDrop: (e) => drops.push(e), log: pino(sink) }),
+    );
     for (let i = 1; i <= 5; i++) {
       await p.outgoingEnqueueCombi(
         [{ clientId: 'site-a' }, { clientId: 'site-b' }],
@@ -71,6 +82,12 @@ describe('queue caps (I8)', () => {
     await p.outgoingEnqueue({ clientId: 'site-a' }, publish(CMD, 'm6', 6));
     expect(p.queueStats('site-a').messages).toBe(3);
     expect(drops).toHaveLength(4);
+    // logged once per client and episode, with ids and topic, never the payload
+    const warnings = lines.filter((l) => l.includes('outgoing queue full'));
+    expect(warnings).toHaveLength(2);
+    expect(warnings[0]).toContain('"clientId":"site-a"');
+    expect(warnings[0]).toContain('"component":"broker.persistence"');
+    expect(lines.join('')).not.toMatch(/"m[1-6]"|payload/);
   });
 
   it('refuses a message that would take the queue past maxBytes, and the cap holds after a reopen', async () => {

@@ -293,6 +293,51 @@ describe('group commit', () => {
   });
 });
 
+describe('durableAuthorizePublish (I5)', () => {
+  type Authorize = ReturnType<SqlitePersistence['durableAuthorizePublish']>;
+  const authorize = (fn: Authorize, packet: PacketLike) =>
+    new Promise<Error | null | undefined>((resolve) => {
+      fn(null, packet as unknown as Parameters<Authorize>[1], resolve);
+    });
+
+  it("commits a QoS 1 publish for its persistent subscribers before answering, under aedes' counter", async () => {
+    const broker = new FakeBroker('broker-1');
+    broker.counter = 41;
+    const p = await reopen(broker);
+    await p.addSubscriptions({ id: 'site-a' }, [{ topic: CMD_TOPIC, qos: 1 }]);
+    const packet: PacketLike = {
+      cmd: 'publish',
+      topic: CMD_TOPIC,
+      payload: Buffer.from('x'),
+      qos: 1,
+      messageId: 9,
+    };
+    expect(await authorize(p.durableAuthorizePublish(), packet)).toBeNull();
+    // the counter aedes' Packet will keep, so that its own enqueue is recognised and skipped
+    expect(packet).toMatchObject({ brokerId: 'broker-1', brokerCounter: 42 });
+    expect(broker.counter).toBe(42);
+    expect(p.queueStats('site-a').messages).toBe(1);
+    await p.outgoingEnqueueCombi([{ clientId: 'site-a' }], { ...packet, messageId: undefined });
+    expect(p.queueStats('site-a').messages).toBe(1);
+  });
+
+  it('stores nothing when the inner check refuses, for QoS 0, or without subscribers', async () => {
+    const broker = new FakeBroker('broker-1');
+    const p = await reopen(broker);
+    await p.addSubscriptions({ id: 'site-a' }, [{ topic: CMD_TOPIC, qos: 1 }]);
+    const denied = p.durableAuthorizePublish((_c, _p, cb) => cb(new Error('acl: denied')));
+    const cmd = (qos: number): PacketLike => ({ cmd: 'publish', topic: CMD_TOPIC, payload: 'x', qos });
+    expect(await authorize(denied, cmd(1))).toMatchObject({ message: 'acl: denied' });
+    expect(await authorize(p.durableAuthorizePublish(), cmd(0))).toBeNull();
+    expect(await authorize(p.durableAuthorizePublish(), { ...cmd(1), topic: 'other/topic' })).toBeNull();
+    expect(await authorize(p.durableAuthorizePublish(), { ...cmd(1), topic: '$SYS/x' })).toBeInstanceOf(
+      Error,
+    );
+    expect(p.queueStats('site-a').messages).toBe(0);
+    expect(broker.counter).toBe(1); // claimed only by the QoS 1 publish that was allowed
+  });
+});
+
 describe('outgoing stream', () => {
   it('reads a long queue in order a page at a time, as of when it was opened', async () => {
     const p = await reopen();
