@@ -16,7 +16,33 @@ export interface CliResult {
   out: string;
 }
 
-export function runCli(args: string[], input?: Uint8Array | string, timeoutMs = 20_000): Promise<CliResult> {
+// Each child costs ~1 s of CPU (tsx + the protocol modules): run at most a few at once, so a loaded
+// machine slows the suite down instead of timing children out.
+const MAX_CHILDREN = 3;
+let running = 0;
+const waiting: (() => void)[] = [];
+
+async function slot<T>(fn: () => Promise<T>): Promise<T> {
+  if (running < MAX_CHILDREN) running++;
+  else await new Promise<void>((r) => waiting.push(r)); // the finishing child hands its slot over
+  try {
+    return await fn();
+  } finally {
+    const next = waiting.shift();
+    if (next) next();
+    else running--;
+  }
+}
+
+export function runCli(args: string[], input?: Uint8Array | string, timeoutMs = 60_000): Promise<CliResult> {
+  return slot(() => spawnCli(args, input, timeoutMs));
+}
+
+function spawnCli(
+  args: string[],
+  input: Uint8Array | string | undefined,
+  timeoutMs: number,
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', '-e', LAUNCH, ...args], {
       cwd: REPO,
