@@ -244,6 +244,23 @@ describe('DockerRuntime on the engine', () => {
     expect(all.every((c) => c.State === 'running')).toBe(true);
   });
 
+  it('bad input to apply, remove, restart and inEffect is refused, typed, and changes nothing (I9)', async () => {
+    const ok = t('typed', 1, { web: web('1') });
+    const before = await d.listContainers({ all: true, filters: { label: [`${LABELS.site}=${site}`] } });
+    expect(await rt.apply(ok, undefined, { deadlineMs: Number.NaN, runningForMs: 0 })).toMatchObject({
+      status: 'failed',
+      reason: 'malformed',
+    });
+    expect(await rt.apply(undefined as unknown as DesiredStack, undefined, gate)).toMatchObject({
+      reason: 'malformed',
+    });
+    await expect(rt.remove('../etc', { volumes: true })).rejects.toMatchObject({ code: 'malformed' });
+    await expect(rt.restart('typed', [], Number.NaN)).rejects.toMatchObject({ code: 'malformed' });
+    expect(await rt.inEffect({ ...ok, spec: { svc: {} } })).toBe(false);
+    const after = await d.listContainers({ all: true, filters: { label: [`${LABELS.site}=${site}`] } });
+    expect(after.map((c) => c.Id).sort()).toEqual(before.map((c) => c.Id).sort());
+  });
+
   it('maps limits, volumes, env and ports; tolerates an engine that cannot publish', {
     timeout: SLOW,
   }, async () => {

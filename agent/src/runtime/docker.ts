@@ -55,6 +55,11 @@ export interface DockerRuntimeOptions {
   readonly reconcileDebounceMs?: number;
 }
 
+function validGate(g: HealthGate | undefined): boolean {
+  const ok = (n: unknown) => typeof n === 'number' && Number.isFinite(n) && n >= 0;
+  return ok(g?.deadlineMs) && ok(g?.runningForMs);
+}
+
 export function createDockerRuntime(opts: DockerRuntimeOptions): DockerRuntime {
   return new DockerRuntime(opts);
 }
@@ -160,6 +165,9 @@ export class DockerRuntime implements StackRuntime {
       this.log.warn({ stack: target?.name, rev: target?.rev, reason: refused.reason }, 'apply refused');
       return { status: 'failed', ...refused };
     }
+    if (!validGate(gate)) {
+      return { status: 'failed', reason: 'malformed', detail: 'health gate times must be finite and >= 0' };
+    }
     let prev = previous;
     if (prev && (prev.name !== target.name || validateTarget(prev, this.policy))) {
       this.log.warn({ stack: target.name, prevRev: prev.rev }, 'previous revision unusable for rollback');
@@ -198,6 +206,8 @@ export class DockerRuntime implements StackRuntime {
 
   async restart(stack: string, services: readonly string[], notBeforeMs: number): Promise<void> {
     if (!NAME.test(stack)) throw new RuntimeError('malformed', 'stack name does not match the name pattern');
+    if (!Number.isFinite(notBeforeMs))
+      throw new RuntimeError('malformed', 'notBeforeMs is not a finite time');
     await this.mutex.run(stack, async () => {
       const all = await listManaged(this.docker, this.site, stack);
       if (all.length === 0) throw new RuntimeError('unknown-stack', `stack ${stack} is not deployed`);

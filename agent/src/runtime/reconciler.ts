@@ -4,8 +4,8 @@
  *
  * - Events: this site's managed containers only (label filters), streamed and dropped line by line;
  *   each event marks its stack dirty; dirty stacks are passed after `debounceMs` (bursts collapse).
- * - Period: every `periodMs` (default 30 s) a full pass over every known stack; the next period is
- *   armed only after the pass ends (no overlap, bounded work).
+ * - Period: every `periodMs` (default 30 s) a full pass over every known stack. Batches never
+ *   overlap: a period or event that comes while a batch runs is folded into the next batch.
  * - The events stream is re-opened when it ends or fails (backoff 1 s doubling to 30 s), followed by
  *   a full pass for what was missed meanwhile.
  * - After each batch of passes the full snapshot is taken and `onChange` called when it differs from
