@@ -21,7 +21,8 @@ const files: CliFiles = cliFiles({ openssl: true });
 const f = files.f;
 afterAll(() => files.cleanup());
 
-describe.concurrent('outpost envelope (child process)', () => {
+// Children queue for a few slots (cli-run.ts), so a test's time includes its wait: allow for a loaded machine.
+describe.concurrent('outpost envelope (child process)', { timeout: 180_000 }, () => {
   it('--help prints the usage; an unknown subcommand exits 64', async ({ expect }) => {
     const [help, bogus] = await Promise.all([runCli(['envelope', '--help']), runCli(['envelope', 'bogus'])]);
     expect(help.code).toBe(0);

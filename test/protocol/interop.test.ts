@@ -77,7 +77,7 @@ const SPEC_JSON = {
   },
 };
 
-describe('outpost envelope sign -> cose-ts + cborg [ENV-INTEROP]', () => {
+describe('outpost envelope sign -> cose-ts + cborg [ENV-INTEROP]', { timeout: 120_000 }, () => {
   it('verifies with cose-ts, and the payload decodes with cborg to the expected values', async () => {
     const body = JSON.stringify({ stack: 'web', rev: 2, spec: SPEC_JSON });
     const r = await runCli([
