@@ -165,6 +165,8 @@ export class SqlitePersistence {
 
   /** Called by aedes from `listen()`. Must stay an `async function` (aedes checks). */
   async setup(broker: BrokerRef): Promise<void> {
+    this.#broker?.removeListener?.('client', this.#onClient);
+    this.#broker?.removeListener?.('clientDisconnect', this.#onClientDisconnect);
     this.#broker = broker;
     broker.on?.('client', this.#onClient);
     broker.on?.('clientDisconnect', this.#onClientDisconnect);
