@@ -74,6 +74,8 @@ export function createAgent(deps: AgentDeps): Agent {
   const { config, runtime } = deps;
   const clock = deps.clock ?? systemClock;
   const nowMs = () => clock.now();
+  /** Throttles and settle delays run on monotonic time: a wall-clock jump must not stall them. */
+  const mono = () => performance.now();
   const site = config.site;
   const log = deps.log.child({ site });
   const version = deps.version ?? AGENT_VERSION;
@@ -151,7 +153,7 @@ export function createAgent(deps: AgentDeps): Agent {
       executor,
       alarms,
       { gapHoldMs: config.gapHoldMs, settleMs: config.settleMs, journalKeep: config.journalKeep },
-      nowMs,
+      mono,
       log.child({ component: 'agent.sequencer' }),
     );
     const seq = sequencer;
@@ -167,7 +169,7 @@ export function createAgent(deps: AgentDeps): Agent {
         agentVersion: version,
       },
       config.stateMinIntervalMs,
-      nowMs,
+      mono,
       log.child({ component: 'agent.state' }),
     );
     const rep = reporter;
@@ -196,6 +198,7 @@ export function createAgent(deps: AgentDeps): Agent {
       config.stateMinIntervalMs,
       nowMs,
       log.child({ component: 'agent.status' }),
+      mono,
     );
     const stat = status;
     const journal = new Journal(

@@ -41,7 +41,7 @@ export class Sequencer {
   private readonly queues = new Map<string, Entry[]>();
   private readonly workers = new Map<string, Promise<void>>();
   private gapTimer: NodeJS.Timeout | undefined;
-  private lastIntakeAt = 0;
+  private lastIntakeAt = Number.NEGATIVE_INFINITY;
   private heartbeatLast = 0;
   private closed = false;
   private finishedSincePrune = 0;
@@ -53,6 +53,7 @@ export class Sequencer {
     private readonly executor: Executor,
     private readonly alarms: Alarms,
     private readonly opts: SequencerOptions,
+    /** Monotonic milliseconds (settle timing only). */
     private readonly nowMs: () => number,
     private readonly log: Logger,
   ) {

@@ -29,11 +29,13 @@ export interface StateSources {
 export class StateReporter {
   private reported = new Map<string, string>();
   private reportedAlarms = '';
+  private reportedLast = -1;
+  private reportedTrust = -1;
   private fullPending = false;
   private dirty = false;
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
-  private lastDeltaAt = 0;
+  private lastDeltaAt = Number.NEGATIVE_INFINITY;
   private closed = false;
   private view: StackState[] = [];
   /** Called after each flush with the merged view (status.ts publishes it). */
@@ -42,6 +44,7 @@ export class StateReporter {
   constructor(
     private readonly src: StateSources,
     private readonly minIntervalMs: number,
+    /** Monotonic milliseconds (throttle only). */
     private readonly nowMs: () => number,
     private readonly log: Logger,
   ) {}
@@ -153,7 +156,13 @@ export class StateReporter {
     } else {
       const changed = stacks.filter((s) => this.reported.get(s.name) !== now.get(s.name));
       const gone = [...this.reported.keys()].filter((n) => !now.has(n));
-      if (changed.length === 0 && gone.length === 0 && alarmsJson === this.reportedAlarms) return;
+      const same =
+        changed.length === 0 &&
+        gone.length === 0 &&
+        alarmsJson === this.reportedAlarms &&
+        base.last === this.reportedLast &&
+        base.trust === this.reportedTrust;
+      if (same) return;
       this.src.store.tx(() =>
         this.src.uplink.state({ ...base, full: false, stacks: changed, ...(gone.length ? { gone } : {}) }),
       );
@@ -161,6 +170,8 @@ export class StateReporter {
     }
     this.reported = now;
     this.reportedAlarms = alarmsJson;
+    this.reportedLast = base.last;
+    this.reportedTrust = base.trust;
     this.src.outbox.kick();
     this.log.debug({ full, stacks: stacks.length }, 'state queued');
   }

@@ -69,7 +69,7 @@ export interface StatusSources {
 
 export class StatusPublisher {
   private timer: NodeJS.Timeout | undefined;
-  private lastAt = 0;
+  private lastAt = Number.NEGATIVE_INFINITY;
   private closed = false;
 
   constructor(
@@ -77,6 +77,8 @@ export class StatusPublisher {
     private readonly minIntervalMs: number,
     private readonly nowMs: () => number,
     private readonly log: Logger,
+    /** Monotonic milliseconds for the throttle (wall-clock jumps must not stall it). */
+    private readonly mono: () => number = () => performance.now(),
   ) {}
 
   current(online = true): SiteStatus {
@@ -125,7 +127,7 @@ export class StatusPublisher {
   /** Something changed: publish, at most once per `minIntervalMs`. */
   changed(): void {
     if (this.timer || this.closed) return;
-    const wait = Math.max(0, this.lastAt + this.minIntervalMs - this.nowMs());
+    const wait = Math.max(0, this.lastAt + this.minIntervalMs - this.mono());
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.publish();
@@ -140,7 +142,7 @@ export class StatusPublisher {
 
   private publish(): void {
     if (this.closed) return;
-    this.lastAt = this.nowMs();
+    this.lastAt = this.mono();
     const payload = encodeStatus(this.current(true));
     const topic = this.src.topics.status(this.src.site);
     try {

@@ -74,9 +74,10 @@ export class TestController {
   }
 
   async connect(): Promise<void> {
+    // A persistent session, like the real controller: acks published while we were cut off wait for us.
     const client = await mqtt.connectAsync(this.url, {
       clientId: `test-controller-${randomBytes(4).toString('hex')}`,
-      clean: true,
+      clean: false,
       protocolVersion: 4,
       reconnectPeriod: 200,
     });

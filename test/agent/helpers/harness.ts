@@ -8,6 +8,7 @@ import { type Agent, createAgent } from '../../../agent/src/agent.js';
 import { type AgentConfig, parseConfig } from '../../../agent/src/config.js';
 import { MemoryRuntime, type MemoryRuntimeOptions } from '../../../agent/src/runtime/memory.js';
 import type { StackRuntime } from '../../../agent/src/runtime/types.js';
+import type { Clock } from '../../../protocol/src/index.js';
 import { tmpDir } from '../../helpers/index.js';
 import { makePki, type TestPki } from './pki.js';
 
@@ -63,7 +64,13 @@ export interface RunningAgent {
 export async function startAgent(
   site: TestSite,
   overrides: Record<string, unknown> = {},
-  opts: { runtime?: StackRuntime; memory?: MemoryRuntimeOptions; diskFree?: () => number; log?: Logger } = {},
+  opts: {
+    runtime?: StackRuntime;
+    memory?: MemoryRuntimeOptions;
+    diskFree?: () => number;
+    log?: Logger;
+    clock?: Clock;
+  } = {},
 ): Promise<RunningAgent & { memory: MemoryRuntime }> {
   const config = site.config(overrides);
   const runtime = opts.runtime ?? new MemoryRuntime({ reconcileIntervalMs: 200, ...opts.memory });
@@ -72,6 +79,7 @@ export async function startAgent(
     runtime,
     log: opts.log ?? testLogger(config.site),
     ...(opts.diskFree ? { diskFree: opts.diskFree } : {}),
+    ...(opts.clock ? { clock: opts.clock } : {}),
   });
   await agent.start();
   let closed = false;
