@@ -204,9 +204,7 @@ export interface Issued {
 /** Issues a key pair and a certificate signed by the CA; key and certificate appear together or not at all. */
 export async function issueCert(l: CertsLayout, opts: IssueOptions): Promise<Issued> {
   await requireCa(l);
-  if (opts.days !== undefined && (!Number.isInteger(opts.days) || opts.days < 1 || opts.days > 36500)) {
-    throw new CertsError('invalid-argument', `--days must be an integer 1..36500, got ${opts.days}`);
-  }
+  checkDays(opts.days);
   const subject = `/O=Outpost${opts.role ? `/OU=${opts.role}` : ''}/CN=${opts.cn}`;
   return withWorkDir(l, async (work) => {
     const key = join(work, 'key.pem');
@@ -256,7 +254,14 @@ export async function issueCert(l: CertsLayout, opts: IssueOptions): Promise<Iss
   });
 }
 
-async function requireCa(l: CertsLayout): Promise<void> {
+/** Throws `invalid-argument` unless `days` is absent or an integer 1..36500. */
+export function checkDays(days: number | undefined): void {
+  if (days !== undefined && (!Number.isInteger(days) || days < 1 || days > 36500)) {
+    throw new CertsError('invalid-argument', `--days must be an integer 1..36500, got ${days}`);
+  }
+}
+
+export async function requireCa(l: CertsLayout): Promise<void> {
   for (const f of [l.caKey, l.caCert, l.caConfig, l.caIndex]) {
     if (!(await exists(f))) throw new CertsError('not-found', `${f} is missing (run \`outpost certs init\`)`);
   }

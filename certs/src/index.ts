@@ -11,10 +11,11 @@
  * X.509 work shells out to the system `openssl` CLI (see openssl.ts); files follow layout.ts.
  */
 import { readdir } from 'node:fs/promises';
-import { addUser } from '../../broker/src/users.js';
+import { addUser, MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH } from '../../broker/src/users.js';
 import { publicKeyToPem, SITE_ID_PATTERN } from '../../protocol/src/index.js';
 import {
   type CertRole,
+  checkDays,
   createCa,
   DEFAULT_CERT_DAYS,
   findIssuedBySerial,
@@ -23,6 +24,7 @@ import {
   issueCert,
   normaliseSerial,
   parseSan,
+  requireCa,
   revokeCertFile,
 } from './ca.js';
 import { CertsError } from './errors.js';
@@ -30,6 +32,7 @@ import { ensureDir, exists } from './files.js';
 import { writeKeyPair } from './keys.js';
 import { type CertsLayout, certsLayout } from './layout.js';
 import {
+  checkThreshold,
   createGenesisTrust,
   type RotateOptions,
   rotateTrust as rotate,
@@ -95,6 +98,13 @@ export async function initCerts(dir: string, opts: InitOptions = {}): Promise<In
   const l = certsLayout(dir);
   const san = ['DNS:localhost', 'IP:127.0.0.1', ...(opts.san ?? []).map(parseSan)];
   const days = opts.days ?? DEFAULT_CERT_DAYS;
+  // Validate everything before the first write: bad input changes nothing.
+  checkThreshold(opts.roots ?? 1, opts.threshold ?? 1);
+  for (const d of [days, opts.caDays ?? 1]) {
+    if (!Number.isInteger(d) || d < 1 || d > 36500) {
+      throw new CertsError('invalid-argument', `validity must be 1..36500 days, got ${d}`);
+    }
+  }
   if (!opts.force && (await exists(l.trustRoot))) {
     throw new CertsError('exists', `${l.trustRoot} already exists (use --force to replace it)`);
   }
@@ -156,6 +166,8 @@ export async function issueSiteCert(dir: string, site: string, opts: SiteOptions
   const l = certsLayout(dir);
   checkName('site id', site);
   await checkNameFree(l, 'agent', site);
+  checkDays(opts.days);
+  await requireCa(l);
   if (!opts.force && (await exists(l.siteCert(site)))) {
     throw new CertsError('exists', `site ${site} already has a certificate (use --force to re-issue)`);
   }
@@ -205,6 +217,16 @@ export async function issueScadaCert(
   await checkNameFree(l, 'scada', name);
   if (opts.noCert && opts.password === undefined) {
     throw new CertsError('invalid-argument', 'nothing to create: --no-cert without --password');
+  }
+  checkDays(opts.days);
+  if (
+    opts.password !== undefined &&
+    (opts.password.length < MIN_PASSWORD_LENGTH || opts.password.length > MAX_PASSWORD_LENGTH)
+  ) {
+    throw new CertsError(
+      'invalid-argument',
+      `password must be ${MIN_PASSWORD_LENGTH}..${MAX_PASSWORD_LENGTH} characters`,
+    );
   }
   let cert: Issued | undefined;
   if (!opts.noCert) {

@@ -36,7 +36,8 @@ function nowSec(now?: Date): number {
   return Math.floor((now ?? new Date()).getTime() / 1000);
 }
 
-function checkThreshold(roots: number, threshold: number): void {
+/** Throws `invalid-argument` unless 1 <= threshold <= roots <= 16. */
+export function checkThreshold(roots: number, threshold: number): void {
   if (!Number.isInteger(roots) || roots < 1 || roots > 16) {
     throw new CertsError('invalid-argument', `--roots must be 1..16, got ${roots}`);
   }
