@@ -252,12 +252,24 @@ export function createBroker(opts: CreateBrokerOptions = {}): Broker {
       aedes.on('keepaliveTimeout', (client) =>
         refuse('keepalive-timeout', { clientId: client.id }, 'client dropped: keepalive timeout'),
       );
+      // aedes reports one failure once per pending write (e.g. every delivery waiting on a drain that
+      // timed out): count and log each reason once per connection.
+      const seen = new WeakMap<object, Set<RejectReason>>();
       const onError = (client: Client | null, err: Error) => {
         if ((err as unknown as Record<symbol, unknown>)[COUNTED]) return;
         const reason = classify(err);
         const clientId = client?.id ?? undefined;
-        if (reason) refuse(reason, { clientId, detail: err.message.slice(0, 200) }, 'client dropped');
-        else log.debug({ clientId, err: err.message }, 'connection closed');
+        if (!reason) {
+          log.debug({ clientId, err: err.message }, 'connection closed');
+          return;
+        }
+        if (client) {
+          const reasons = seen.get(client) ?? new Set<RejectReason>();
+          if (reasons.has(reason)) return;
+          reasons.add(reason);
+          seen.set(client, reasons);
+        }
+        refuse(reason, { clientId, detail: err.message.slice(0, 200) }, 'client dropped');
       };
       aedes.on('clientError', onError);
       aedes.on('connectionError', onError);

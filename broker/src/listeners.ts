@@ -40,11 +40,9 @@ async function readOrThrow(path: string, what: string): Promise<Buffer> {
 
 /** Reads certificate, key, CA and (if present) CRL, and checks that they make a secure context. */
 export async function loadTlsMaterial(files: TlsFiles): Promise<TlsMaterial> {
-  const [cert, key, ca] = await Promise.all([
-    readOrThrow(files.cert, 'certificate'),
-    readOrThrow(files.key, 'key'),
-    readOrThrow(files.ca, 'CA'),
-  ]);
+  const cert = await readOrThrow(files.cert, 'certificate');
+  const key = await readOrThrow(files.key, 'key');
+  const ca = await readOrThrow(files.ca, 'CA');
   let crl: Buffer | undefined;
   if (files.crl) {
     try {
