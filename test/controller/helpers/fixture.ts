@@ -8,12 +8,16 @@ import { buildController, type Controller } from '../../../controller/src/app.js
 import { type ConfigInput, loadConfig } from '../../../controller/src/config.js';
 import type { Signer } from '../../../protocol/src/index.js';
 import { onCurrentTestFinished, tmpDir } from '../../helpers/index.js';
-import { ADMIN_TOKEN, approverSigner, controllerSigner } from './keys.js';
+import { ADMIN_TOKEN, approverSigner, controllerSigner, siteSigner } from './keys.js';
 
 export interface Fixture {
   readonly controller: Controller;
   readonly dataDir: string;
   readonly signer: Signer;
+  /** Enrols a site (uplink key from its SimSite signer) into groups; returns nothing, throws on failure. */
+  enrol(id: string, groups?: string[], labels?: Record<string, string>): Promise<void>;
+  /** Pushes a Compose file as a new revision of `stack`; returns the revision number. */
+  push(stack: string, compose: string): Promise<number>;
   /** Calls the API; JSON bodies are serialised, strings are sent as they are. */
   call(
     method: string,
@@ -37,6 +41,8 @@ export interface FixtureOptions {
   readonly config?: ConfigInput;
   readonly approver?: boolean;
   readonly dataDir?: string;
+  /** Milliseconds clock. */
+  readonly now?: () => number;
 }
 
 export async function makeController(o: FixtureOptions = {}): Promise<Fixture> {
@@ -64,6 +70,7 @@ export async function makeController(o: FixtureOptions = {}): Promise<Fixture> {
     config,
     log: pino({ level: process.env['OUTPOST_TEST_LOG'] ?? 'silent' }),
     signing: o.approver ? { signer, approver: approverSigner() } : { signer },
+    ...(o.now ? { now: o.now } : {}),
   });
   if (o.brokerUrl) await controller.start({ listen: false });
   let closed = false;
@@ -90,6 +97,19 @@ export async function makeController(o: FixtureOptions = {}): Promise<Fixture> {
       let json: unknown;
       if (contentType.includes('json') && !contentType.includes('jsonl')) json = r.json();
       return { status: r.statusCode, contentType, json, text: r.body };
+    },
+    async enrol(id, groups = [], labels = {}) {
+      for (const g of groups) {
+        if (!controller.store.sites.groupExists(g)) await fixture.call('POST', '/v1/groups', { name: g });
+      }
+      const key = Buffer.from(siteSigner(id).publicKey).toString('base64');
+      const r = await fixture.call('POST', '/v1/sites', { id, uplinkKey: key, groups, labels });
+      if (r.status !== 201) throw new Error(`enrol ${id}: ${r.text}`);
+    },
+    async push(stack, compose) {
+      const r = await fixture.call('POST', `/v1/stacks/${stack}/revisions`, { compose });
+      if (r.status !== 201 && r.status !== 200) throw new Error(`push ${stack}: ${r.text}`);
+      return r.json.revision.rev as number;
     },
     async close() {
       if (closed) return;
