@@ -163,22 +163,41 @@ export class DockerRuntime implements StackRuntime {
     const refused = validateTarget(target, this.policy);
     if (refused) {
       this.log.warn({ stack: target?.name, rev: target?.rev, reason: refused.reason }, 'apply refused');
+      if (typeof target?.name === 'string' && NAME.test(target.name)) {
+        this.settle(target.name, this.usable(target.name, previous), false);
+      }
       return { status: 'failed', ...refused };
     }
+    const prev = this.usable(target.name, previous);
     if (!validGate(gate)) {
+      this.settle(target.name, prev, false);
       return { status: 'failed', reason: 'malformed', detail: 'health gate times must be finite and >= 0' };
-    }
-    let prev = previous;
-    if (prev && (prev.name !== target.name || validateTarget(prev, this.policy))) {
-      this.log.warn({ stack: target.name, prevRev: prev.rev }, 'previous revision unusable for rollback');
-      prev = undefined;
     }
     if (this.closed) return { status: 'failed', reason: 'runtime-error', detail: 'runtime is closed' };
     return this.mutex.run(target.name, async () => {
       const out = await applyWithGate(this.gateDeps(), target, prev, gate);
-      if (out.outcome.status !== 'failed' || out.touched) this.outcomes.set(target.name, out.now ?? null);
+      const changed = out.outcome.status !== 'failed' || out.touched;
+      this.settle(target.name, changed ? out.now : prev, changed);
       return out.outcome;
     });
+  }
+
+  /** `previous` when it can be restored (same stack, passes policy), else undefined. */
+  private usable(stack: string, previous: DesiredStack | undefined): DesiredStack | undefined {
+    if (previous && (previous.name !== stack || validateTarget(previous, this.policy))) {
+      this.log.warn({ stack, prevRev: previous.rev }, 'previous revision unusable for rollback');
+      return undefined;
+    }
+    return previous;
+  }
+
+  /**
+   * Records what the reconciler converges `stack` to until desired() agrees (see the header). A
+   * failed apply that touched nothing leaves an earlier record alone, else records `previous`: the
+   * loop must never deploy a target whose apply failed, without its gate.
+   */
+  private settle(stack: string, now: DesiredStack | undefined, force: boolean): void {
+    if (force || !this.outcomes.has(stack)) this.outcomes.set(stack, now ?? null);
   }
 
   async inEffect(target: DesiredStack): Promise<boolean> {

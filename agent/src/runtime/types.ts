@@ -79,6 +79,11 @@ export interface StackRuntime {
    * Starts reconciliation (runtime events plus a period): restarts crashed services and reverts drift
    * towards `desired()`; never touches stacks that are not in `desired()` unless they carry our labels
    * and are absent from it (then they are left alone and reported, never deleted on a guess).
+   *
+   * DockerRuntime: until `desired()` agrees with it, the outcome of the last apply/remove the runtime
+   * ran for a stack wins (the target after `applied`; `previous` after a rollback or a failure that
+   * had touched containers; nothing after remove), so a core that updates `desired()` after apply
+   * returns is never fought, and a revision just rolled back is never re-deployed without its gate.
    */
   startReconciler(
     desired: () => readonly DesiredStack[],
