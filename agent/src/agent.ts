@@ -219,7 +219,17 @@ export function createAgent(deps: AgentDeps): Agent {
     );
 
     alarms.onChange(changed);
-    rep.onView = () => stat.changed();
+    rep.onView = (stacks) => {
+      stat.changed();
+      try {
+        store.tx(() => {
+          store.setMeta(META.lastView, JSON.stringify(stacks));
+          store.setMeta(META.lastViewAt, nowMs());
+        });
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'cannot record the stack view');
+      }
+    };
     outbox.onStateEvicted = () => rep.requestFull();
 
     // ---- disk-full: withhold PUBACKs, poll, then bounce the connection for redelivery -------------
@@ -329,7 +339,10 @@ export function createAgent(deps: AgentDeps): Agent {
       }
       const p = wire(db);
       parts = p;
-      p.store.setMeta(META.boots, p.store.metaInt(META.boots) + 1);
+      p.store.tx(() => {
+        p.store.setMeta(META.boots, p.store.metaInt(META.boots) + 1);
+        p.store.setMeta(META.site, site);
+      });
       if (quarantined)
         p.alarms.raise('db-corrupt', `corrupt database quarantined as ${basename(quarantined)}`);
       p.sequencer.start();

@@ -66,6 +66,10 @@ export const META = {
   /** Outbox entries dropped by coalescing or the byte cap (I8). */
   drops: 'drops',
   boots: 'boots',
+  site: 'site',
+  /** JSON of the last merged stack view (StackState[]) and when it was taken: for `agent status`. */
+  lastView: 'last_view',
+  lastViewAt: 'last_view_at',
 } as const;
 
 export class AgentStore {
@@ -145,7 +149,12 @@ export class AgentStore {
     return v instanceof Uint8Array ? new Uint8Array(v) : undefined;
   }
 
-  setMeta(key: string, value: number | Uint8Array): void {
+  metaText(key: string): string | undefined {
+    const v = this.q.metaGet.get(key)?.value;
+    return typeof v === 'string' ? v : undefined;
+  }
+
+  setMeta(key: string, value: number | string | Uint8Array): void {
     this.q.metaSet.run(key, value);
   }
 
