@@ -109,13 +109,15 @@ describe('config', () => {
   });
 
   test('--help-config lists every key with its env variable; bad usage exits 64', async () => {
-    let out = '';
-    expect(await run(['--help-config'], { out: (s) => void (out += s) })).toBe(0);
+    const outs: string[] = [];
+    expect(await run(['--help-config'], { out: (s) => outs.push(s) })).toBe(0);
+    const out = outs.join('');
     expect(out).toContain('`OUTPOST_AGENT_GAP_HOLD_MS`');
     expect(out).toContain('`keepaliveSec`');
-    let err = '';
-    expect(await run(['--nope'], { err: (s) => void (err += s) })).toBe(64);
-    expect(err).toContain('usage: outpost agent');
-    expect(await run(['--site', 'BAD'], { err: (s) => void (err += s) })).toBe(78);
+    const errs: string[] = [];
+    expect(await run(['--nope'], { err: (s) => errs.push(s) })).toBe(64);
+    expect(errs.join('')).toContain('usage: outpost agent');
+    expect(await run(['--site', 'BAD'], { err: (s) => errs.push(s) })).toBe(78);
+    expect(errs.join('')).toMatch(/config \/site/);
   });
 });
