@@ -346,10 +346,16 @@ export function createAgent(deps: AgentDeps): Agent {
       if (quarantined)
         p.alarms.raise('db-corrupt', `corrupt database quarantined as ${basename(quarantined)}`);
       p.sequencer.start();
-      await runtime.startReconciler(p.desired, () => {
-        p.reporter.changed();
-        p.status.changed();
-      });
+      try {
+        await runtime.startReconciler(p.desired, () => {
+          p.reporter.changed();
+          p.status.changed();
+        });
+      } catch (err) {
+        // The agent still journals and acks; the state shows the runtime is unreachable.
+        log.error({ err: (err as Error).message }, 'runtime reconciler did not start');
+        p.alarms.raise('runtime-unreachable', `reconciler: ${(err as Error).message}`);
+      }
       p.monitor.start();
       p.reporter.requestFull();
       p.transport.start();
