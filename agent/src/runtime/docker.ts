@@ -174,8 +174,14 @@ export class DockerRuntime implements StackRuntime {
       return { status: 'failed', reason: 'malformed', detail: 'health gate times must be finite and >= 0' };
     }
     if (this.closed) return { status: 'failed', reason: 'runtime-error', detail: 'runtime is closed' };
-    return this.mutex.run(target.name, async () => {
-      const out = await applyWithGate(this.gateDeps(), target, prev, gate);
+    return this.mutex.run(target.name, async (): Promise<ApplyOutcome> => {
+      let out: Awaited<ReturnType<typeof applyWithGate>>;
+      try {
+        out = await applyWithGate(this.gateDeps(), target, prev, gate);
+      } catch (err) {
+        this.log.error({ stack: target.name, err: describe(err) }, 'apply: unexpected error');
+        return { status: 'failed', reason: 'internal', detail: describe(err) };
+      }
       const changed = out.outcome.status !== 'failed' || out.touched;
       this.settle(target.name, changed ? out.now : prev, changed);
       return out.outcome;
