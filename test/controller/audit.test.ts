@@ -2,6 +2,8 @@
  * The audit log is append-only and hash-chained: triggers refuse UPDATE/DELETE, and verifyChain names
  * the first entry that was changed, removed or reordered by anyone who went around them.
  */
+
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { AuditLog, entryHash, exportAudit, GENESIS_HASH, verifyChain } from '../../controller/src/audit.js';
@@ -9,14 +11,20 @@ import { run as auditCli } from '../../controller/src/audit-cli.js';
 import { openDb } from '../../controller/src/store/db.js';
 import { tmpDir } from '../helpers/index.js';
 import { makeController } from './helpers/fixture.js';
-import { join } from 'node:path';
 
 function seeded(n = 5) {
   const file = join(tmpDir('audit'), 'controller.db');
   const db = openDb(file);
   const log = new AuditLog(db);
   for (let i = 1; i <= n; i++) {
-    log.append({ actor: 'alice', action: 'stack.push', target: `s${i}`, outcome: 'ok', after: 'ab'.repeat(32), detail: { rev: i, note: 'a,"b"' } });
+    log.append({
+      actor: 'alice',
+      action: 'stack.push',
+      target: `s${i}`,
+      outcome: 'ok',
+      after: 'ab'.repeat(32),
+      detail: { rev: i, note: 'a,"b"' },
+    });
   }
   return { db, log, file };
 }
@@ -53,14 +61,35 @@ describe('audit chain', () => {
   });
 
   it.each([
-    ['a changed field', (db: ReturnType<typeof openDb>) => db.prepare("UPDATE audit SET outcome = 'denied:forbidden' WHERE seq = 3").run(), 3],
-    ['a changed detail', (db: ReturnType<typeof openDb>) => db.prepare(`UPDATE audit SET detail = '{"rev":99}' WHERE seq = 2`).run(), 2],
-    ['a recomputed hash (the next link breaks)', (db: ReturnType<typeof openDb>) => {
-      const row = db.prepare('SELECT * FROM audit WHERE seq = 3').get() as Parameters<typeof entryHash>[0] & { detail: string };
-      const forged = { ...row, actor: 'mallory', detail: JSON.parse(row.detail) };
-      db.prepare('UPDATE audit SET actor = ?, hash = ? WHERE seq = 3').run('mallory', entryHash(forged));
-    }, 4],
-    ['a deleted entry', (db: ReturnType<typeof openDb>) => db.prepare('DELETE FROM audit WHERE seq = 2').run(), 3, 1],
+    [
+      'a changed field',
+      (db: ReturnType<typeof openDb>) =>
+        db.prepare("UPDATE audit SET outcome = 'denied:forbidden' WHERE seq = 3").run(),
+      3,
+    ],
+    [
+      'a changed detail',
+      (db: ReturnType<typeof openDb>) =>
+        db.prepare(`UPDATE audit SET detail = '{"rev":99}' WHERE seq = 2`).run(),
+      2,
+    ],
+    [
+      'a recomputed hash (the next link breaks)',
+      (db: ReturnType<typeof openDb>) => {
+        const row = db.prepare('SELECT * FROM audit WHERE seq = 3').get() as Parameters<
+          typeof entryHash
+        >[0] & { detail: string };
+        const forged = { ...row, actor: 'mallory', detail: JSON.parse(row.detail) };
+        db.prepare('UPDATE audit SET actor = ?, hash = ? WHERE seq = 3').run('mallory', entryHash(forged));
+      },
+      4,
+    ],
+    [
+      'a deleted entry',
+      (db: ReturnType<typeof openDb>) => db.prepare('DELETE FROM audit WHERE seq = 2').run(),
+      3,
+      1,
+    ],
   ])('names the tampered row: %s', (_name, tamper, bad, verified = bad - 1) => {
     const { db } = seeded(5);
     db.exec('DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;');
@@ -75,7 +104,10 @@ describe('audit chain', () => {
   it('exports JSON lines and CSV', async () => {
     const { db } = seeded(3);
     const jsonl = await collect((w) => exportAudit(db, 'jsonl', w));
-    const lines = jsonl.trim().split('\n').map((l) => JSON.parse(l));
+    const lines = jsonl
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.map((l) => l.seq)).toEqual([1, 2, 3]);
     expect(lines[0]).toMatchObject({ actor: 'alice', detail: { rev: 1 } });
     const csv = await collect((w) => exportAudit(db, 'csv', w));
@@ -121,7 +153,8 @@ describe('audit chain', () => {
 describe('audit through the API', () => {
   it('GET /v1/audit/verify names a tampered row; /v1/audit/export returns the log', async () => {
     const f = await makeController();
-    for (const name of ['g1', 'g2', 'g3']) expect((await f.call('POST', '/v1/groups', { name })).status).toBe(201);
+    for (const name of ['g1', 'g2', 'g3'])
+      expect((await f.call('POST', '/v1/groups', { name })).status).toBe(201);
     expect((await f.call('GET', '/v1/audit/verify')).json).toMatchObject({ ok: true });
     const entries = (await f.call('GET', '/v1/audit?after=0&limit=100')).json.entries;
     const target = entries.find((e: { target: string }) => e.target === 'g2');

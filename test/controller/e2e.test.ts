@@ -68,18 +68,29 @@ describe('end to end with a real broker', () => {
     const n1 = await w.site('n1');
     const n2 = await w.site('n2');
     const s1 = await w.site('s1');
-    await waitFor(async () => (await online(w.f, 'n1')) && (await online(w.f, 'n2')), { message: 'sites online' });
+    await waitFor(async () => (await online(w.f, 'n1')) && (await online(w.f, 'n2')), {
+      message: 'sites online',
+    });
 
     await w.f.push('web', webCompose(1));
     const dep = await w.f.call('POST', '/v1/deployments', { stack: 'web', target: { group: 'north' } });
     expect(dep.status, dep.text).toBe(201);
 
-    await waitFor(async () => (await w.f.call('GET', `/v1/deployments/${dep.json.id}`)).json.counts.applied === 2, {
-      message: 'both north sites applied',
-    });
+    await waitFor(
+      async () => (await w.f.call('GET', `/v1/deployments/${dep.json.id}`)).json.counts.applied === 2,
+      {
+        message: 'both north sites applied',
+      },
+    );
     for (const sim of [n1, n2]) {
       const [cmd] = sim.commands();
-      expect(cmd).toMatchObject({ site: sim.site, seq: 1, prev: 0, type: 'stack.apply', body: { stack: 'web', rev: 1 } });
+      expect(cmd).toMatchObject({
+        site: sim.site,
+        seq: 1,
+        prev: 0,
+        type: 'stack.apply',
+        body: { stack: 'web', rev: 1 },
+      });
       expect(sim.deliveries[0]!.kid).toBe(w.f.signer.kid);
       expect(sim.rejected).toEqual([]);
     }
@@ -92,7 +103,10 @@ describe('end to end with a real broker', () => {
       },
       { message: 'n1 state' },
     );
-    expect(view).toMatchObject({ online: true, state: { last: 1, stacks: [{ name: 'web', rev: 1, h: 'healthy' }] } });
+    expect(view).toMatchObject({
+      online: true,
+      state: { last: 1, stacks: [{ name: 'web', rev: 1, h: 'healthy' }] },
+    });
     expect(view.age).toBeGreaterThanOrEqual(0);
     expect(view.stateAge).toBeLessThan(30);
     const acks = (await w.f.call('GET', '/v1/sites/n1/acks')).json.acks;
@@ -102,7 +116,9 @@ describe('end to end with a real broker', () => {
     ]);
     const cmd = (await w.f.call('GET', '/v1/sites/n1/commands/1')).json;
     expect(cmd).toMatchObject({ status: 'applied', prev: 0, attempts: 1 });
-    expect(cmd.ref).toBe(Buffer.from(envelopeRef(Buffer.from(n1.deliveries[0]!.bytes, 'hex'))).toString('hex'));
+    expect(cmd.ref).toBe(
+      Buffer.from(envelopeRef(Buffer.from(n1.deliveries[0]!.bytes, 'hex'))).toString('hex'),
+    );
   });
 
   it('holds at most W unacknowledged commands per site at the broker; 20 revisions to an offline site cost W+1 on reconnect (I4)', async () => {
@@ -128,7 +144,9 @@ describe('end to end with a real broker', () => {
     expect(list.find((c) => c.status === 'pending')?.rev).toBe(20);
 
     const back = await w.site('s1');
-    await waitFor(async () => (await statusCounts(w.f, 's1')).applied === W + 1, { message: 'all delivered commands applied' });
+    await waitFor(async () => (await statusCounts(w.f, 's1')).applied === W + 1, {
+      message: 'all delivered commands applied',
+    });
     await sleep(300);
     const got = back.commands();
     expect(got.length).toBeLessThanOrEqual(W + 1);
@@ -175,31 +193,51 @@ describe('end to end with a real broker', () => {
     const cmd = a1.commands()[0]!;
 
     // Signed with a key that is not a1's enrolled uplink key.
-    await a1.sendAck({ st: 'applied', seq: cmd.seq, id: cmd.id }, createSigner(siteKid('a1'), seedOf('impostor')));
+    await a1.sendAck(
+      { st: 'applied', seq: cmd.seq, id: cmd.id },
+      createSigner(siteKid('a1'), seedOf('impostor')),
+    );
     // b1's own valid signature, published on a1's topic ([TOP-3]).
-    await a1.publishRaw('ack', encodeAck({ v: 1, site: 'b1', useq: 99, at: 1, st: 'applied', seq: 1, id: cmd.id }, b1.signer));
+    await a1.publishRaw(
+      'ack',
+      encodeAck({ v: 1, site: 'b1', useq: 99, at: 1, st: 'applied', seq: 1, id: cmd.id }, b1.signer),
+    );
     // Not CBOR at all, and an unknown site's key.
     await a1.publishRaw('ack', 'garbage');
     await a1.sendAck({ st: 'applied', seq: cmd.seq, id: cmd.id }, createSigner(siteKid('zz'), seedOf('zz')));
     await a1.publishRaw('status', '{"v":1');
 
-    await waitFor(async () => {
-      const ig = (await w.f.call('GET', '/v1/stats')).json.ingest.ignored;
-      return (ig['bad-signature'] ?? 0) >= 1 && (ig['wrong-site'] ?? 0) >= 1 && (ig['malformed'] ?? 0) >= 2 && (ig['unknown-key'] ?? 0) >= 1;
-    }, { message: 'forgeries counted' });
+    await waitFor(
+      async () => {
+        const ig = (await w.f.call('GET', '/v1/stats')).json.ingest.ignored;
+        return (
+          (ig['bad-signature'] ?? 0) >= 1 &&
+          (ig['wrong-site'] ?? 0) >= 1 &&
+          (ig['malformed'] ?? 0) >= 2 &&
+          (ig['unknown-key'] ?? 0) >= 1
+        );
+      },
+      { message: 'forgeries counted' },
+    );
     expect((await commands(w.f, 'a1'))[0]?.status).toBe('published');
     expect((await w.f.call('GET', '/v1/sites/a1/acks')).json.acks).toEqual([]);
 
     // A rejection that could not read the envelope carries only its ref.
-    await a1.sendAck({ st: 'rejected', rc: 'policy', ref: envelopeRef(Buffer.from(a1.deliveries[0]!.bytes, 'hex')) });
-    await waitFor(async () => (await commands(w.f, 'a1'))[0]?.status === 'rejected', { message: 'rejected via ref' });
+    await a1.sendAck({
+      st: 'rejected',
+      rc: 'policy',
+      ref: envelopeRef(Buffer.from(a1.deliveries[0]!.bytes, 'hex')),
+    });
+    await waitFor(async () => (await commands(w.f, 'a1'))[0]?.status === 'rejected', {
+      message: 'rejected via ref',
+    });
     expect((await commands(w.f, 'a1'))[0]?.reason).toBe('policy');
     const acks = (await w.f.call('GET', '/v1/sites/a1/acks')).json.acks;
     expect(acks).toHaveLength(1);
     expect(acks[0]).toMatchObject({ st: 'rejected', rc: 'policy', seq: 1, matched: true });
   });
 
-  it("marks a site offline from its last will", async () => {
+  it('marks a site offline from its last will', async () => {
     const w = await world();
     await w.f.enrol('l1');
     const sim = await w.site('l1');
@@ -215,7 +253,10 @@ describe('end to end with a real broker', () => {
     const w = await world({ config: { outbox: { heartbeatSec: 1 } } });
     await w.f.enrol('h1');
     const sim = await w.site('h1');
-    await waitFor(() => sim.commands().filter((c) => c.type === 'heartbeat').length >= 3, { timeoutMs: 15_000, message: 'three heartbeats' });
+    await waitFor(() => sim.commands().filter((c) => c.type === 'heartbeat').length >= 3, {
+      timeoutMs: 15_000,
+      message: 'three heartbeats',
+    });
     const hbs = sim.commands().filter((c) => c.type === 'heartbeat');
     for (const [i, hb] of hbs.entries()) {
       expect(hb.body).toEqual({ last: hb.seq });
@@ -237,9 +278,13 @@ describe('end to end with a real broker', () => {
     await sim.waitSeqs(1);
     expect((await commands(w.f, 'e1')).map((c) => c.status)).toEqual(['pending', 'published']);
     clock += 61_000;
-    await waitFor(async () => (await commands(w.f, 'e1'))[0]?.status === 'expired', { message: 'seq 2 expired' });
+    await waitFor(async () => (await commands(w.f, 'e1'))[0]?.status === 'expired', {
+      message: 'seq 2 expired',
+    });
     await sim.ackCommand(sim.commands()[0]!, 'rejected', { rc: 'expired' });
-    await waitFor(async () => (await commands(w.f, 'e1'))[1]?.status === 'expired', { message: 'seq 1 expired by ack' });
+    await waitFor(async () => (await commands(w.f, 'e1'))[1]?.status === 'expired', {
+      message: 'seq 1 expired by ack',
+    });
     expect(sim.bySeq.has(2)).toBe(false);
   });
 });

@@ -44,13 +44,19 @@ describe('RBAC', () => {
     const sites = await f.call('GET', '/v1/sites', undefined, { token: viewer });
     expect(sites.status).toBe(200);
     expect(sites.json.sites.map((s: { id: string }) => s.id)).toEqual(['a1', 'a2', 'ab']);
-    expect((await f.call('GET', '/v1/sites/b1', undefined, { token: viewer })).json.code).toBe('forbidden-scope');
+    expect((await f.call('GET', '/v1/sites/b1', undefined, { token: viewer })).json.code).toBe(
+      'forbidden-scope',
+    );
 
     const r = await deploy(f, viewer, { group: 'grp-a' });
     expect(r.status).toBe(403);
     expect(r.json.code).toBe('forbidden');
     expect(f.controller.store.commands.counts()).toEqual({});
-    expect(lastAudit(f)).toMatchObject({ actor: 'vera', action: 'deployment.create', outcome: 'denied:forbidden' });
+    expect(lastAudit(f)).toMatchObject({
+      actor: 'vera',
+      action: 'deployment.create',
+      outcome: 'denied:forbidden',
+    });
     for (const [method, url, body] of [
       ['POST', '/v1/stacks/web/revisions', { compose: webCompose(2) }],
       ['PUT', '/v1/sites/a1/pins/web', { rev: 1 }],
@@ -74,11 +80,19 @@ describe('RBAC', () => {
       expect(r.status, JSON.stringify(target)).toBe(403);
       expect(r.json.code).toBe('forbidden-scope');
       expect(r.json.detail).toContain('b1');
-      expect(lastAudit(f)).toMatchObject({ actor: 'otto', action: 'deployment.create', outcome: 'denied:forbidden-scope' });
+      expect(lastAudit(f)).toMatchObject({
+        actor: 'otto',
+        action: 'deployment.create',
+        outcome: 'denied:forbidden-scope',
+      });
     }
     expect(f.controller.store.commands.counts()).toEqual(counts);
-    expect((await f.call('PUT', '/v1/sites/b1/overrides/web', { env: { A: '1' } }, { token: opA })).json.code).toBe('forbidden-scope');
-    expect((await f.call('POST', '/v1/sites/b1/commands', { type: 'state.request' }, { token: opA })).json.code).toBe('forbidden-scope');
+    expect(
+      (await f.call('PUT', '/v1/sites/b1/overrides/web', { env: { A: '1' } }, { token: opA })).json.code,
+    ).toBe('forbidden-scope');
+    expect(
+      (await f.call('POST', '/v1/sites/b1/commands', { type: 'state.request' }, { token: opA })).json.code,
+    ).toBe('forbidden-scope');
     expect((await f.call('GET', '/v1/sites/b1/commands', undefined, { token: opA })).status).toBe(403);
     // Administration stays with admins.
     expect((await f.call('POST', '/v1/groups', { name: 'c' }, { token: opA })).json.code).toBe('forbidden');
@@ -116,9 +130,15 @@ describe('RBAC', () => {
     expect(refused.status).toBe(409);
     expect(refused.json.code).toBe('approval-required');
     expect(f.controller.store.commands.counts()).toEqual({});
-    const ok = await f.call('POST', '/v1/deployments', { stack: 'probe', target: { sites: ['p1'] }, approve: true });
+    const ok = await f.call('POST', '/v1/deployments', {
+      stack: 'probe',
+      target: { sites: ['p1'] },
+      approve: true,
+    });
     expect(ok.status, ok.text).toBe(201);
-    const body = decode(new Uint8Array(f.controller.store.commands.get('p1', 1)!.body)) as { appr?: Uint8Array[] };
+    const body = decode(new Uint8Array(f.controller.store.commands.get('p1', 1)!.body)) as {
+      appr?: Uint8Array[];
+    };
     expect(body.appr).toHaveLength(1);
   });
 });

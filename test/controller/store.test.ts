@@ -2,10 +2,10 @@
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
+import { createCommand } from '../../controller/src/outbox/create.js';
 import { openDb } from '../../controller/src/store/db.js';
 import { Store } from '../../controller/src/store/index.js';
 import { SCHEMA_VERSION } from '../../controller/src/store/migrations.js';
-import { createCommand } from '../../controller/src/outbox/create.js';
 import { tmpDir } from '../helpers/index.js';
 
 describe('controller store', () => {
@@ -44,7 +44,13 @@ describe('controller store', () => {
     store.sites.enrol({ id: 's1', uplinkPub: new Uint8Array(32), labels: {}, groups: [], now });
     store.sites.enrol({ id: 's2', uplinkPub: new Uint8Array(32), labels: {}, groups: [], now });
     const restart = (site: string) =>
-      store.tx(() => createCommand(store, { site, type: 'stack.restart', body: { stack: 'web' }, ttlSec: 3600, actor: 't' }, now));
+      store.tx(() =>
+        createCommand(
+          store,
+          { site, type: 'stack.restart', body: { stack: 'web' }, ttlSec: 3600, actor: 't' },
+          now,
+        ),
+      );
     expect(restart('s1').seq).toBe(1);
     expect(restart('s1')).toMatchObject({ seq: 2, superseded: 1 });
     expect(restart('s2').seq).toBe(1);
