@@ -4,7 +4,7 @@
  * (verified with openAck/openState against the site's uplink key) and its retained status.
  */
 import { randomBytes } from 'node:crypto';
-import mqtt, { type MqttClient } from 'mqtt';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import {
   type Ack,
   type CommandBodies,
@@ -21,7 +21,13 @@ import {
   Topics,
 } from '../../../protocol/src/index.js';
 import { waitFor } from '../../helpers/index.js';
-import type { TestPki } from './pki.js';
+
+/** What the stand-in controller needs: the site, a command-signing key, and the site's uplink key. */
+export interface ControllerKeys {
+  readonly site: string;
+  readonly signer: Signer;
+  keyFor(site: string): Uint8Array | undefined;
+}
 
 export interface CommandOpts {
   seq?: number;
@@ -58,9 +64,11 @@ export class TestController {
   private seq = 0;
 
   constructor(
-    readonly pki: TestPki,
+    readonly pki: ControllerKeys,
     readonly url: string,
     prefix?: string,
+    /** Extra MQTT options (TLS files for mqtts://). */
+    private readonly mqttOpts: IClientOptions = {},
   ) {
     this.topics = new Topics(prefix);
   }
@@ -80,6 +88,7 @@ export class TestController {
       clean: false,
       protocolVersion: 4,
       reconnectPeriod: 200,
+      ...this.mqttOpts,
     });
     this.client = client;
     client.on('message', (topic, payload) => {
