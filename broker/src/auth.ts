@@ -23,6 +23,7 @@ import {
 } from './identity.js';
 import type { BrokerMetrics } from './metrics.js';
 import type { RejectReason } from './reasons.js';
+import { RefusalLog } from './refusal-log.js';
 import type { UserStore } from './users.js';
 
 type Hooks = Required<
@@ -50,29 +51,6 @@ export interface AuthOptions {
   readonly requireKeepalive: boolean;
   /** Wraps the ACL decision for publishes (the durable persistence's commit-before-PUBACK). */
   readonly wrapAuthorizePublish?: (inner: AuthorizePublish) => AuthorizePublish;
-}
-
-/** At most `burst` warnings per reason per window; the rest are counted and summarised. */
-class RefusalLog {
-  readonly #seen = new Map<string, { start: number; n: number; suppressed: number }>();
-  constructor(
-    private readonly log: Logger,
-    private readonly burst = 20,
-    private readonly windowMs = 10_000,
-  ) {}
-
-  warn(reason: RejectReason, fields: Record<string, unknown>, msg: string): void {
-    const now = Date.now();
-    let s = this.#seen.get(reason);
-    if (!s || now - s.start > this.windowMs) {
-      if (s && s.suppressed > 0)
-        this.log.warn({ reason, suppressed: s.suppressed }, 'refusals not logged individually');
-      s = { start: now, n: 0, suppressed: 0 };
-      this.#seen.set(reason, s);
-    }
-    if (s.n++ < this.burst) this.log.warn({ reason, ...fields }, msg);
-    else s.suppressed++;
-  }
 }
 
 function certReason(code: string | undefined): RejectReason {

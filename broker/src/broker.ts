@@ -39,6 +39,7 @@ import {
 import { BrokerMetrics, type MetricsServer, startMetricsServer } from './metrics.js';
 import { ConnectionRateLimiter } from './rate-limit.js';
 import type { RejectReason } from './reasons.js';
+import { RefusalLog } from './refusal-log.js';
 import { type BrokerStore, openStore, type PersistenceOption } from './store.js';
 import { UserStore } from './users.js';
 
@@ -123,9 +124,10 @@ export function createBroker(opts: CreateBrokerOptions = {}): Broker {
   let state: 'new' | 'starting' | 'started' | 'closing' | 'closed' = 'new';
   let closing: Promise<void> | undefined;
 
+  const refusals = new RefusalLog(log);
   const refuse = (reason: RejectReason, fields: Record<string, unknown>, msg: string): void => {
     metrics.reject(reason);
-    log.warn({ reason, ...fields }, msg);
+    refusals.warn(reason, fields, msg);
   };
 
   function expireSessions(): { sessions: number; messages: number } | undefined {

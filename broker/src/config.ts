@@ -100,19 +100,22 @@ export const BrokerConfigSchema = Type.Object(
       },
       { default: {}, additionalProperties: false },
     ),
+    // One cap for every persistent session (the persistence applies a single QueueLimits): sized for
+    // the controller's ingest session, which holds every site's acks and state while the controller is
+    // away; agents' queues stay small anyway (I4). See broker/README.md "Queue cap policy".
     queue: Type.Object(
       {
         maxMessages: Int(
-          1000,
+          100_000,
           1,
           10_000_000,
-          'per persistent session: queued messages beyond this are dropped',
+          'per persistent session: messages beyond this are dropped (newest)',
         ),
         maxBytes: Int(
-          16 * 1024 * 1024,
+          64 * 1024 * 1024,
           1024,
           2 ** 40,
-          'per persistent session: queued bytes beyond this are dropped',
+          'per persistent session: bytes beyond this are dropped (newest)',
         ),
       },
       { default: {}, additionalProperties: false },

@@ -265,6 +265,29 @@ describe('connection floods', () => {
   });
 });
 
+describe('$SYS', () => {
+  it('the aedes heartbeat is published on $SYS/<id>/heartbeat and only admin may read it', async () => {
+    const rb = await startBroker(undefined, { ...PLAIN, id: 'broker-hb', heartbeatIntervalMs: 1000 });
+    try {
+      const admin = await client(rb, { clientId: 'admin', username: 'admin:admin' });
+      const beats: string[] = [];
+      admin.on('message', (topic, p) => beats.push(`${topic} ${p}`));
+      await admin.subscribeAsync('$SYS/+/heartbeat', { qos: 0 });
+      await waitFor(() => beats.length > 0, { timeoutMs: 5000, message: 'heartbeat' });
+      expect(beats[0]).toBe('$SYS/broker-hb/heartbeat broker-hb');
+      await admin.endAsync();
+      const site = await client(rb, { clientId: 'site-a' });
+      const granted = await site
+        .subscribeAsync('$SYS/+/heartbeat')
+        .catch((e: { packet?: { granted?: number[] } }) => e.packet?.granted);
+      expect(granted).toEqual([128]);
+      await site.endAsync();
+    } finally {
+      await rb.close();
+    }
+  });
+});
+
 describe('the insecure dev identities are confined to the plain loopback listener', () => {
   it('role:name without a password works on plain with insecureTrustClientId, and the ACL still applies', async () => {
     const c = await client(b, { clientId: 'site-dev' });

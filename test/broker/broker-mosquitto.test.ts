@@ -271,6 +271,37 @@ describe('refused at CONNECT (reported by the Mosquitto client, counted, logged)
   });
 });
 
+describe('TLS 1.3 only', () => {
+  // mosquitto's --tls-version only disables older versions, so openssl s_client forces TLS 1.2 here.
+  it('a TLS 1.2 client fails the handshake; the failure is counted', async () => {
+    const before = await b.rejects('tls-handshake');
+    const ca = identityFiles(pki.dir, 'controller').ca;
+    const proc = spawnProcess(
+      'openssl',
+      ['s_client', '-tls1_2', '-CAfile', ca, '-connect', `127.0.0.1:${b.ports.tlsPort}`],
+      {
+        name: 'openssl-s_client',
+      },
+    );
+    const exit = await proc.exited;
+    expect(exit.code).not.toBe(0);
+    expect(proc.output()).toMatch(/alert|handshake failure|protocol version/i);
+    await waitFor(async () => (await b.rejects('tls-handshake')) === before + 1, {
+      message: 'handshake refusal counted',
+    });
+    // and TLS 1.3 with the same tool works
+    const ok = spawnProcess(
+      'openssl',
+      ['s_client', '-tls1_3', '-CAfile', ca, '-connect', `127.0.0.1:${b.ports.tlsPort}`],
+      {
+        name: 'openssl-s_client-13',
+      },
+    );
+    await ok.waitForOutput(/Verify return code: 0/);
+    await ok.kill('SIGTERM');
+  });
+});
+
 describe('end to end with Mosquitto clients', () => {
   it('controller publishes a cmd while site-a is offline; site-a (clean=false, QoS 1) receives it', async () => {
     const cmd = 'outpost/v1/site/site-a/cmd';

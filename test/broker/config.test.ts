@@ -2,7 +2,7 @@
  * Broker configuration: one schema for defaults, file, environment and overrides; frozen; bad
  * values are typed `config` errors (I9); plain TCP never leaves loopback.
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
@@ -13,7 +13,7 @@ import {
   tlsFiles,
   usersFilePath,
 } from '../../broker/src/config.js';
-import { tmpDir } from '../helpers/index.js';
+import { REPO_ROOT, tmpDir } from '../helpers/index.js';
 
 describe('broker config', () => {
   it('has the documented defaults and is deeply frozen', () => {
@@ -111,8 +111,9 @@ describe('broker config', () => {
     );
   });
 
-  it('generates its documentation table from the schema', () => {
+  it('generates its documentation table from the schema, and broker/README.md carries it verbatim', () => {
     const doc = configDocs();
+    expect(readFileSync(join(REPO_ROOT, 'broker', 'README.md'), 'utf8')).toContain(doc);
     expect(doc).toContain(
       '| `limits.maxPacketBytes` | `OUTPOST_BROKER_LIMITS_MAX_PACKET_BYTES` | `262144` |',
     );

@@ -8,10 +8,11 @@ import { describe, expect, it } from 'vitest';
 import { revokedSerials } from '../../broker/src/crl.js';
 import { MqttFramer } from '../../broker/src/guarded-connection.js';
 import { ConnectionRateLimiter, TokenBucket } from '../../broker/src/rate-limit.js';
+import { RefusalLog } from '../../broker/src/refusal-log.js';
 import { addUser, listUsers, removeUser, UserStore } from '../../broker/src/users.js';
 import { certsLayout, initCerts, issueSiteCert, revoke } from '../../certs/src/index.js';
 import { tmpDir } from '../helpers/index.js';
-import { FAST_SCRYPT } from './support/harness.js';
+import { captureLog, FAST_SCRYPT } from './support/harness.js';
 import { connectPacket, publishPacket } from './support/raw-mqtt.js';
 
 describe('MqttFramer', () => {
@@ -46,6 +47,17 @@ describe('MqttFramer', () => {
     ).toMatchObject({
       reason: 'malformed-packet',
     });
+  });
+});
+
+describe('refusal log', () => {
+  it('logs at most a burst per reason per window, then summarises', () => {
+    const log = captureLog();
+    const r = new RefusalLog(log.logger, 3, 60_000);
+    for (let i = 0; i < 10; i++) r.warn('rate-limited', { i }, 'connection refused');
+    r.warn('acl-publish', {}, 'publish refused');
+    expect(log.find('rate-limited')).toHaveLength(3);
+    expect(log.find('acl-publish')).toHaveLength(1);
   });
 });
 
