@@ -15,6 +15,7 @@ import { adminRoutes } from './admin.js';
 import { commandRoutes } from './commands.js';
 import { type ApiContext, allows } from './context.js';
 import { deploymentRoutes } from './deployments.js';
+import { groupRoutes } from './groups.js';
 import { Problem } from './schemas.js';
 import { siteRoutes } from './sites.js';
 import { stackRoutes } from './stacks.js';
@@ -174,6 +175,7 @@ export async function registerApi(app: FastifyInstance, ctx: ApiContext): Promis
         async () => ({ ok: true }),
       );
       await siteRoutes(v1, ctx);
+      await groupRoutes(v1, ctx);
       await stackRoutes(v1, ctx);
       await deploymentRoutes(v1, ctx);
       await commandRoutes(v1, ctx);

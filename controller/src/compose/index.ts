@@ -77,7 +77,7 @@ export function parseYaml(source: string): Plain {
   if (Buffer.byteLength(source) > MAX_COMPOSE_BYTES) {
     fail([{ path: '(root)', message: `the file exceeds ${MAX_COMPOSE_BYTES} bytes` }]);
   }
-  const doc = parseDocument(source, { merge: true, uniqueKeys: true, prettyErrors: false, version: '1.2' });
+  const doc = parseDocument(source, { merge: true, uniqueKeys: true, prettyErrors: true, version: '1.2' });
   if (doc.errors.length > 0) {
     fail(
       doc.errors.slice(0, 10).map((e) => ({
