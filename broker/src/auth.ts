@@ -124,7 +124,13 @@ export function createAuthHooks(o: AuthOptions): AuthHooks {
       if (typeof ou !== 'string' || !isRole(ou))
         throw new Refusal('cert-identity', 5, 'missing, multiple or unknown OU');
       const serial = normaliseSerial(peer.serialNumber ?? '');
+      // Defence in depth for resumed TLS sessions, whose verification verdict is the one cached at the
+      // first handshake: the current CRL and the validity dates are checked here again.
       if (o.revoked().has(serial)) throw new Refusal('cert-revoked', 5, `serial ${serial} is on the CRL`);
+      const now = Date.now();
+      if (Date.parse(peer.valid_to) < now) throw new Refusal('cert-expired', 5, `expired ${peer.valid_to}`);
+      if (Date.parse(peer.valid_from) > now)
+        throw new Refusal('cert-not-yet-valid', 5, `valid from ${peer.valid_from}`);
       return { role: ou, name: cn, clientId, method: 'certificate', serial };
     }
     if (username !== undefined && username !== '') {
