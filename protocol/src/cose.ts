@@ -200,6 +200,9 @@ export function parseSign(buf: Uint8Array, limits: ScanLimits): SignParts {
   if (bodyProtected.length !== 0)
     throw new ProtocolError('malformed', 'COSE_Sign body protected header must be empty');
   if (!isMapAt(buf, spans[1]!)) throw new ProtocolError('malformed', 'COSE unprotected header is not a map');
+  if (spans[1]!.end - spans[1]!.start !== 1) {
+    throw new ProtocolError('malformed', 'COSE unprotected header must be empty');
+  }
   const payload = bstrAt(buf, spans[2]!, 'payload');
   const arr = decodeMaps(buf.subarray(spans[3]!.start, spans[3]!.end), { ...limits, maxDepth: 3 });
   if (!Array.isArray(arr) || arr.length === 0)
@@ -211,6 +214,7 @@ export function parseSign(buf: Uint8Array, limits: ScanLimits): SignParts {
     if (!(p instanceof Uint8Array) || !(u instanceof Map) || !(sig instanceof Uint8Array)) {
       throw new ProtocolError('malformed', 'COSE_Signature has wrong member types');
     }
+    if (u.size !== 0) throw new ProtocolError('malformed', 'COSE_Signature unprotected header must be empty');
     if (sig.length !== 64) throw new ProtocolError('bad-signature', 'signature is not 64 bytes');
     return { kid: parseProtected(p), protectedBytes: p, signature: sig };
   });

@@ -208,7 +208,19 @@ describe('COSE_Sign (multi-signer) [ENV-5]', () => {
       (d: Uint8Array) => withSigProt(d, hex('a3012704446b6579310300')),
     ],
     ['a COSE_Sign1 tag', (d: Uint8Array) => new Uint8Array([0xd2, ...d.subarray(2)])],
-  ])('%s -> malformed', (_n, mutate) => {
+    [
+      'a non-empty body unprotected header',
+      (d: Uint8Array) => new Uint8Array([...d.subarray(0, 4), 0xa1, 0x03, 0x00, ...d.subarray(5)]),
+    ],
+    [
+      'a non-empty signature unprotected header',
+      (d: Uint8Array) => {
+        const at = bodyEnd(d) + 2 + bstr(protectedHeader('root-1')).length; // [ [ prot, HERE
+        expect(d[at]).toBe(0xa0);
+        return new Uint8Array([...d.subarray(0, at), 0xa1, 0x04, 0x41, 0x00, ...d.subarray(at + 1)]);
+      },
+    ],
+  ])('%s -> malformed [ENV-5]', (_n, mutate) => {
     const doc = signMulti(payload, [root1]);
     expect(codeOf(() => parseSign(mutate(doc), limits))).toBe('malformed');
   });
