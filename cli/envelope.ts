@@ -14,7 +14,7 @@
  * 68 wrong-site, 1 anything else (I/O errors, trust-version, ...).
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import {
   COMMAND_LIMITS,
@@ -134,10 +134,12 @@ class UsageError extends Error {}
 
 function readInput(file: string | undefined): Uint8Array {
   const fd = file === undefined || file === '-' ? 0 : file;
+  const tooLarge = (n: number) =>
+    new ProtocolError('too-large', `input of ${n} bytes exceeds ${MAX_INPUT_BYTES}`);
+  // A regular file's size is checked before it is read; stdin is judged once read.
+  if (fd !== 0 && statSync(fd).size > MAX_INPUT_BYTES) throw tooLarge(statSync(fd).size);
   const buf = readFileSync(fd);
-  if (buf.length > MAX_INPUT_BYTES) {
-    throw new ProtocolError('too-large', `input of ${buf.length} bytes exceeds ${MAX_INPUT_BYTES}`);
-  }
+  if (buf.length > MAX_INPUT_BYTES) throw tooLarge(buf.length);
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
