@@ -343,8 +343,12 @@ export function createAgent(deps: AgentDeps): Agent {
         p.store.setMeta(META.boots, p.store.metaInt(META.boots) + 1);
         p.store.setMeta(META.site, site);
       });
-      if (quarantined)
+      if (quarantined) {
         p.alarms.raise('db-corrupt', `corrupt database quarantined as ${basename(quarantined)}`);
+        // The uplink sequence must keep increasing for the controller ([ACK-2]): restart it above
+        // anything the lost database can have used (one per message, far below the time in ms).
+        p.store.setMeta(META.useq, Math.max(nowMs(), p.store.metaInt(META.timeFloor) * 1000));
+      }
       p.sequencer.start();
       try {
         await runtime.startReconciler(p.desired, () => {

@@ -81,6 +81,8 @@ describe('with a broker', () => {
       ctl.states.find((s) => s.full && s.alarms.some((a) => a.code === 'db-corrupt')),
     );
     expect(full.last).toBe(0);
+    // the uplink sequence restarted above anything the lost database used ([ACK-2])
+    expect(full.useq).toBeGreaterThan(Date.now() - 60_000);
     await ctl.apply('hist', 1);
     await ctl.waitStatus(1, 'applied');
   });
