@@ -87,15 +87,22 @@ export function createAuthHooks(o: AuthOptions): AuthHooks {
 
   const ctxOf = (client: Client | null | undefined): ConnContext | undefined =>
     client ? o.connections.get(client.conn) : undefined;
-  const identityOf = (client: Client | null | undefined): Identity | undefined => ctxOf(client)?.identity;
+  // Kept per aedes client as well as per connection: aedes may still ask about a client (a last
+  // delivery, its will) after its socket, and with it the connection context, has gone.
+  const identities = new WeakMap<Client, Identity>();
+  const identityOf = (client: Client | null | undefined): Identity | undefined =>
+    client ? (identities.get(client) ?? ctxOf(client)?.identity) : undefined;
 
   function refuse(reason: RejectReason, fields: Record<string, unknown>, msg: string): void {
     o.metrics.reject(reason);
     refusals.warn(reason, fields, msg);
   }
 
-  function who(ctx: ConnContext | undefined, clientId?: string): Record<string, unknown> {
-    const id = ctx?.identity;
+  function who(
+    ctx: ConnContext | undefined,
+    clientId?: string,
+    id: Identity | undefined = ctx?.identity,
+  ): Record<string, unknown> {
     return {
       clientId: clientId ?? id?.clientId,
       ...(id && { role: id.role, name: id.name, method: id.method }),
@@ -199,6 +206,7 @@ export function createAuthHooks(o: AuthOptions): AuthHooks {
       (id) => {
         if (!ctx) return;
         ctx.identity = id;
+        identities.set(client, id);
         ctx.role = id.role;
         log.info(
           { clientId, role: id.role, name: id.name, method: id.method, remote: ctx.remoteAddress },
@@ -238,7 +246,7 @@ export function createAuthHooks(o: AuthOptions): AuthHooks {
       return;
     }
     const ctx = ctxOf(client);
-    const id = ctx?.identity;
+    const id = identityOf(client);
     const d = id ? o.acl.canPublish(id, topic, packet.retain === true) : undefined;
     if (d?.ok) {
       callback(null);
@@ -247,7 +255,7 @@ export function createAuthHooks(o: AuthOptions): AuthHooks {
     const reason = d && !d.ok ? d.reason : 'acl-publish';
     refuse(
       reason,
-      { ...who(ctx, client.id), topic, detail: d && !d.ok ? d.detail : 'no identity' },
+      { ...who(ctx, client.id, id), topic, detail: d && !d.ok ? d.detail : 'no identity' },
       'publish refused',
     );
     callback(Object.assign(new Error(`publish to ${topic} refused: ${reason}`), { [COUNTED]: true }));
@@ -257,7 +265,7 @@ export function createAuthHooks(o: AuthOptions): AuthHooks {
 
   const authorizeSubscribe: Hooks['authorizeSubscribe'] = (client, sub, callback) => {
     const ctx = ctxOf(client);
-    const id = ctx?.identity;
+    const id = identityOf(client);
     const d = id ? o.acl.canSubscribe(id, sub.topic) : undefined;
     if (d?.ok) {
       callback(null, sub);
@@ -266,7 +274,7 @@ export function createAuthHooks(o: AuthOptions): AuthHooks {
     const reason = d && !d.ok ? d.reason : 'acl-subscribe';
     refuse(
       reason,
-      { ...who(ctx, client.id), topic: sub.topic, detail: d && !d.ok ? d.detail : 'no identity' },
+      { ...who(ctx, client.id, id), topic: sub.topic, detail: d && !d.ok ? d.detail : 'no identity' },
       'subscription refused',
     );
     callback(null, null); // SUBACK 0x80 for this filter; the connection stays up
@@ -274,10 +282,10 @@ export function createAuthHooks(o: AuthOptions): AuthHooks {
 
   const authorizeForward: Hooks['authorizeForward'] = (client, packet) => {
     const ctx = ctxOf(client);
-    const id = ctx?.identity;
+    const id = identityOf(client);
     const d = id ? o.acl.canRead(id, packet.topic) : undefined;
     if (d?.ok) return packet;
-    refuse('acl-forward', { ...who(ctx, client.id), topic: packet.topic }, 'delivery refused');
+    refuse('acl-forward', { ...who(ctx, client.id, id), topic: packet.topic }, 'delivery refused');
     return null;
   };
 

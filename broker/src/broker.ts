@@ -242,13 +242,21 @@ export function createBroker(opts: CreateBrokerOptions = {}): Broker {
         maxTopicLevels: 100, // aedes' hard guard; the configured (lower) limit is the ACL's, counted
         ...aedesHooks,
       });
+      // The role is remembered per registered client: by the time aedes reports the disconnect the
+      // connection context may already be gone.
+      const registered = new WeakMap<Client, string>();
       aedes.on('client', (client) => {
         const role = identityOf(client)?.role;
-        if (role) metrics.connections.inc({ role });
+        if (!role) return;
+        registered.set(client, role);
+        metrics.connections.inc({ role });
       });
       aedes.on('clientDisconnect', (client) => {
-        const role = identityOf(client)?.role;
-        if (role) metrics.connections.dec({ role });
+        const role = registered.get(client);
+        if (role) {
+          registered.delete(client);
+          metrics.connections.dec({ role });
+        }
         log.debug({ clientId: client.id }, 'client disconnected');
       });
       aedes.on('keepaliveTimeout', (client) =>

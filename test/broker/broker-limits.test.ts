@@ -265,6 +265,31 @@ describe('connection floods', () => {
   });
 });
 
+describe('connection gauge', () => {
+  it('counts connections by role and returns to zero when they go, however they go', async () => {
+    const rb = await startBroker(undefined, PLAIN);
+    try {
+      const gauge = (role: string) => rb.broker.metrics.value('outpost_broker_connections', { role });
+      const a = await client(rb, { clientId: 'site-1', clean: false });
+      const c = await client(rb, { clientId: 'controller', username: 'controller:controller' });
+      await waitFor(async () => (await gauge('agent')) === 1 && (await gauge('controller')) === 1);
+      a.stream.destroy(); // abrupt
+      await c.endAsync(); // clean DISCONNECT
+      await waitFor(async () => (await gauge('agent')) === 0 && (await gauge('controller')) === 0, {
+        message: 'gauge back to 0',
+      });
+      const again = await client(rb, { clientId: 'site-1', clean: false });
+      const takeover = await client(rb, { clientId: 'site-1', clean: false }); // same id: the first is closed
+      await waitFor(async () => (await gauge('agent')) === 1, { message: 'one agent after takeover' });
+      again.end(true);
+      await takeover.endAsync();
+      await waitFor(async () => (await gauge('agent')) === 0, { message: 'gauge back to 0 after takeover' });
+    } finally {
+      await rb.close();
+    }
+  });
+});
+
 describe('$SYS', () => {
   it('the aedes heartbeat is published on $SYS/<id>/heartbeat and only admin may read it', async () => {
     const rb = await startBroker(undefined, { ...PLAIN, id: 'broker-hb', heartbeatIntervalMs: 1000 });
