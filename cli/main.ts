@@ -3,6 +3,8 @@
  * `outpost agent` never loads fastify, aedes or the controller (the agent's memory budget, DESIGN §7).
  * Every module exports `run(args: string[]): Promise<number>` returning the exit code.
  */
+import { pathToFileURL } from 'node:url';
+
 type Runner = () => Promise<{ run(args: string[]): Promise<number> }>;
 
 const client: Runner = () => import('../controller/src/client/cli.js');
@@ -52,4 +54,13 @@ export async function main(argv: string[]): Promise<void> {
   // Client commands receive their own name as the first argument (`outpost stack push F`).
   const args = entry.client ? [cmd, ...rest] : rest;
   process.exitCode = await mod.run(args);
+}
+
+// Run directly (`node dist/cli/main.js …`, `node --import tsx cli/main.ts …`, or a child started by
+// `outpost up`), as opposed to being imported by bin/outpost.js.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main(process.argv.slice(2)).catch((err: unknown) => {
+    process.stderr.write(`outpost: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exit(70);
+  });
 }

@@ -17,7 +17,7 @@ export const ALG_EDDSA = -8;
 const HDR_ALG = 1;
 const HDR_KID = 4;
 
-export const KID_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;
+export const KID_PATTERN = /^[A-Za-z0-9._:-]{1,72}$/;
 
 export interface Signer {
   readonly kid: string;

@@ -107,6 +107,13 @@ export function openCommand(bytes: Uint8Array, ctx: OpenCommandContext): OpenedC
     throw new ProtocolError('bad-signature', `signature by ${parts.kid} does not verify`);
   const cmd = checkCommand(decode(parts.payload, limits));
   if (cmd.v !== PROTOCOL_VERSION) throw new ProtocolError('unsupported-version', `protocol version ${cmd.v}`);
+  // An expired trust root only lets a renewal through ([TRUST-6]).
+  if (ctx.trust.expired(ctx.nowSec) && cmd.type !== 'trust.update') {
+    throw new ProtocolError(
+      'expired',
+      `trust root v${ctx.trust.version} expired; only trust.update is accepted`,
+    );
+  }
   if (!ctx.trust.keyFor(parts.kid, cmd.type)) {
     throw new ProtocolError('unknown-key', `kid ${parts.kid} may not sign ${cmd.type}`);
   }

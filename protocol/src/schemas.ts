@@ -429,3 +429,16 @@ export function check<T extends TSchema>(schema: T, value: unknown, what: string
 export function isCommandType(t: unknown): t is CommandType {
   return typeof t === 'string' && (COMMAND_TYPES as readonly string[]).includes(t);
 }
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/**
+ * Cuts `s` to at most `max` UTF-16 code units without splitting a surrogate pair, and replaces any
+ * lone surrogate, so the result always encodes as valid UTF-8 ([LIM-2]).
+ */
+export function clipText(s: string, max: number): string {
+  let out = s.length > max ? s.slice(0, max) : s;
+  const last = out.charCodeAt(out.length - 1);
+  if (out.length < s.length && last >= 0xd800 && last <= 0xdbff) out = out.slice(0, -1);
+  return out.replace(LONE_SURROGATE, '\uFFFD');
+}

@@ -65,6 +65,9 @@ export async function run(opts: BenchOptions): Promise<Section> {
   const trust = new TrustStore(trustDoc);
   const ms = opts.full ? 2000 : 700;
   const results: Record<string, number[]> = {};
+  const add = (key: string, v: number): void => {
+    results[key] = [...(results[key] ?? []), v];
+  };
   const impls: Ed25519Impl[] = [nodeEd25519, naclEd25519];
   for (let r = 0; r < opts.runs; r++) {
     for (const impl of impls) {
@@ -72,17 +75,24 @@ export async function run(opts: BenchOptions): Promise<Section> {
       let seq = 1;
       // Full envelope: schema check + CBOR encode + COSE_Sign1 + Ed25519.
       const signMs = impl.name === 'tweetnacl' ? ms / 2 : ms;
-      (results[`${impl.name} sign`] ??= []).push(rate(() => encodeCommand(command(seq++), signer), signMs));
+      add(
+        `${impl.name} sign`,
+        rate(() => encodeCommand(command(seq++), signer), signMs),
+      );
       const env = encodeCommand({ ...command(7), site: 'site-7' }, signer);
       const now = Math.floor(Date.now() / 1000);
-      (results[`${impl.name} verify`] ??= []).push(
+      add(
+        `${impl.name} verify`,
         rate(() => openCommand(env, { site: 'site-7', trust, nowSec: now, impl }), signMs),
       );
     }
     // Raw signing without schema validation, to show the envelope overhead.
     const raw = createSigner('ctl-1', kp.seed, nodeEd25519);
     const payload = encode(command(1));
-    (results['node sign (pre-encoded payload)'] ??= []).push(rate(() => sign1(payload, raw), ms));
+    add(
+      'node sign (pre-encoded payload)',
+      rate(() => sign1(payload, raw), ms),
+    );
   }
   const m = (k: string) => median(results[k]!);
   const ratio = m('node sign') / m('tweetnacl sign');
