@@ -13,7 +13,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -201,6 +201,12 @@ export async function run(args: string[]): Promise<number> {
     await certs.initCerts(certsDir, {});
   }
   const token = readOrCreateToken(join(data, 'admin.token'));
+  // `certs init` makes one command-signing key (ctl-N) and one approver key (approver-N).
+  const keyKids = readdirSync(join(certsDir, 'signing'))
+    .filter((f) => f.endsWith('.key'))
+    .map((f) => f.slice(0, -4));
+  const signingKid = keyKids.find((k) => k.startsWith('ctl-'));
+  const approverKid = keyKids.find((k) => k.startsWith('approver-'));
 
   // 2. Broker.
   const { createBroker } = await import('../broker/src/index.js');
@@ -229,6 +235,8 @@ export async function run(args: string[]): Promise<number> {
       api: { host, port: apiPort },
       mqtt: { url: `mqtts://127.0.0.1:${tlsPort}` },
       policy: { allowTags: true },
+      ...(signingKid ? { signing: { kid: signingKid } } : {}),
+      ...(approverKid ? { approver: { kid: approverKid } } : {}),
     },
   });
   const controller = await buildController({ config, log: log.child({ component: 'controller' }) });
