@@ -61,9 +61,11 @@ export interface PublisherDeps {
   readonly opts: PublisherOptions;
 }
 
-interface Sent {
+interface Outgoing {
   readonly site: string;
   readonly seq: number;
+  readonly envelope: Uint8Array;
+  /** Sends recorded so far. */
   readonly attempts: number;
 }
 
@@ -73,11 +75,12 @@ export class Publisher {
   private readonly opts: PublisherOptions;
   private timer: NodeJS.Timeout | undefined;
   private scheduled = false;
+  private sweepWanted = false;
   /** Until start(): a controller used only through its API does not publish. */
   private closed = true;
   /** Commands whose publish awaits its PUBACK (keyed site/seq). */
   private readonly sending = new Set<string>();
-  private sent: Sent[] = [];
+  private sent: Outgoing[] = [];
   private flushScheduled = false;
   private readonly stats = { issued: 0, sends: 0, retries: 0, expired: 0, heartbeats: 0, publishErrors: 0 };
 
@@ -89,9 +92,11 @@ export class Publisher {
 
   start(): void {
     this.closed = false;
+    // Issued but never recorded as sent (a crash between commit and PUBACK): send them at once.
+    this.store.commands.resetUnsent();
     this.timer = setInterval(() => this.tick(), this.opts.tickMs);
     this.timer.unref();
-    this.kick();
+    this.kick({ sweep: true });
   }
 
   async close(): Promise<void> {
@@ -100,8 +105,12 @@ export class Publisher {
     this.flush();
   }
 
-  /** Schedules an issue-and-send pass (coalesced). */
-  kick(): void {
+  /**
+   * Schedules a pass (coalesced): issue pending commands into free window slots and publish them;
+   * with `sweep`, also resend what is due (retries, and sends a crash interrupted).
+   */
+  kick(opts: { sweep?: boolean } = {}): void {
+    if (opts.sweep) this.sweepWanted = true;
     if (this.scheduled || this.closed) return;
     this.scheduled = true;
     setImmediate(() => {
@@ -131,14 +140,15 @@ export class Publisher {
     } catch (err) {
       this.log.error({ err }, 'outbox tick failed');
     }
-    this.kick();
+    this.kick({ sweep: true });
   }
 
   private heartbeats(now: number): void {
     const idle = this.store.commands.idleSitesIssuedBefore(now - this.opts.heartbeatSec * 1000);
     if (idle.length === 0) return;
+    const batch = idle.slice(0, this.opts.issueBatch);
     this.store.tx(() => {
-      for (const site of idle.slice(0, this.opts.issueBatch)) {
+      for (const site of batch) {
         const hb = createCommand(
           this.store,
           { site, type: 'heartbeat', body: {}, ttlSec: this.opts.heartbeatTtlSec, actor: 'controller' },
@@ -147,29 +157,35 @@ export class Publisher {
         this.store.commands.pruneHeartbeats(site, hb.seq);
       }
     });
-    this.stats.heartbeats += Math.min(idle.length, this.opts.issueBatch);
+    this.stats.heartbeats += batch.length;
   }
 
   private pass(): void {
-    if (this.closed) return;
+    if (this.closed || !this.deps.port.connected) return;
     try {
       const issued = this.issue();
-      if (issued > 0) faultPoint('controller.after-commit-before-publish');
-      this.send();
-      if (issued >= this.opts.issueBatch) this.kick();
+      if (issued.length > 0) faultPoint('controller.after-commit-before-publish');
+      for (const o of issued) this.publish(o);
+      if (this.sweepWanted) {
+        this.sweepWanted = false;
+        for (const d of this.store.commands.due(this.store.now(), this.opts.sendBatch + this.sending.size)) {
+          this.publish({ site: d.site, seq: d.seq, envelope: d.envelope, attempts: d.attempts });
+        }
+      }
+      if (issued.length >= this.opts.issueBatch) this.kick();
     } catch (err) {
       this.log.error({ err }, 'outbox pass failed');
     }
   }
 
   /**
-   * Signs pending commands into each site's window. Returns how many were issued. Nothing is issued
+   * Signs pending commands into each site's window and commits them as `published`, leased for
+   * `retryMs` (the sweep leaves them alone while their first publish is under way). Nothing is issued
    * while the broker is unreachable, so commands keep collapsing in the outbox meanwhile (I4).
    */
-  private issue(): number {
-    if (!this.deps.port.connected) return 0;
+  private issue(): Outgoing[] {
     const pending = this.store.commands.pending();
-    if (pending.length === 0) return 0;
+    if (pending.length === 0) return [];
     const inflight = this.store.commands.inflightCounts();
     const pick: { site: string; seq: number }[] = [];
     const room = new Map<string, number>();
@@ -184,10 +200,10 @@ export class Publisher {
       pick.push(p);
       if (pick.length >= this.opts.issueBatch) break;
     }
-    if (pick.length === 0) return 0;
+    if (pick.length === 0) return [];
     const now = this.store.now();
     const nowSec = Math.floor(now / 1000);
-    let issued = 0;
+    const out: Outgoing[] = [];
     this.store.tx(() => {
       for (const { site, seq } of pick) {
         const row = this.store.commands.get(site, seq);
@@ -197,7 +213,7 @@ export class Publisher {
           this.stats.expired++;
           continue;
         }
-        const prev = this.store.sites.row(site)?.seq_issued ?? 0;
+        const prev = this.store.sites.seqIssued(site);
         const cmd = {
           v: PROTOCOL_VERSION,
           site,
@@ -210,42 +226,43 @@ export class Publisher {
           body: decode(new Uint8Array(row.body)),
         } as Command;
         const envelope = encodeCommand(cmd, this.deps.signer);
-        this.store.commands.markIssued(site, seq, { prev, envelope, ref: envelopeRef(envelope), now });
-        issued++;
+        this.store.commands.markIssued(site, seq, {
+          prev,
+          envelope,
+          ref: envelopeRef(envelope),
+          now,
+          lease: now + this.opts.retryMs,
+        });
+        out.push({ site, seq, envelope, attempts: 0 });
       }
     });
-    this.stats.issued += issued;
-    if (issued > 0) this.log.debug({ issued }, 'commands issued');
-    return issued;
+    this.stats.issued += out.length;
+    if (out.length > 0) this.log.debug({ issued: out.length }, 'commands issued');
+    return out;
   }
 
-  /** Starts publishes for due commands; their PUBACKs are recorded in batches. */
-  private send(): void {
-    if (!this.deps.port.connected) return;
-    const now = this.store.now();
-    const due = this.store.commands.due(now, this.opts.sendBatch + this.sending.size);
-    for (const d of due) {
-      const key = `${d.site}/${d.seq}`;
-      if (this.sending.has(key)) continue;
-      this.sending.add(key);
-      this.stats.sends++;
-      if (d.attempts > 0) this.stats.retries++;
-      this.deps.port.publish(this.deps.topics.cmd(d.site), d.envelope).then(
-        () => {
-          faultPoint('controller.after-publish-before-record');
-          this.sent.push({ site: d.site, seq: d.seq, attempts: d.attempts + 1 });
-          this.scheduleFlush();
-        },
-        (err: unknown) => {
-          this.sending.delete(key);
-          this.stats.publishErrors++;
-          this.log.warn(
-            { site: d.site, seq: d.seq, err: (err as Error).message },
-            'publish failed; will retry',
-          );
-        },
-      );
-    }
+  /** Publishes one envelope (QoS 1) unless it is already under way; its PUBACK is recorded in a batch. */
+  private publish(o: Outgoing): void {
+    const key = `${o.site}/${o.seq}`;
+    if (this.sending.has(key)) return;
+    this.sending.add(key);
+    this.stats.sends++;
+    if (o.attempts > 0) this.stats.retries++;
+    this.deps.port.publish(this.deps.topics.cmd(o.site), o.envelope).then(
+      () => {
+        faultPoint('controller.after-publish-before-record');
+        this.sent.push(o);
+        this.scheduleFlush();
+      },
+      (err: unknown) => {
+        this.sending.delete(key);
+        this.stats.publishErrors++;
+        this.log.warn(
+          { site: o.site, seq: o.seq, err: (err as Error).message },
+          'publish failed; will retry',
+        );
+      },
+    );
   }
 
   private scheduleFlush(): void {
@@ -254,11 +271,10 @@ export class Publisher {
     setImmediate(() => {
       this.flushScheduled = false;
       this.flush();
-      this.kick();
     });
   }
 
-  /** Records PUBACKed sends: attempts and the next retry time (backoff). */
+  /** Records PUBACKed sends: attempts and the next retry time (exponential backoff). */
   private flush(): void {
     if (this.sent.length === 0) return;
     const batch = this.sent;
@@ -267,7 +283,7 @@ export class Publisher {
     try {
       this.store.tx(() => {
         for (const s of batch) {
-          const backoff = Math.min(this.opts.retryMs * 2 ** (s.attempts - 1), this.opts.maxRetryMs);
+          const backoff = Math.min(this.opts.retryMs * 2 ** s.attempts, this.opts.maxRetryMs);
           this.store.commands.recordSent(s.site, s.seq, now, now + backoff);
         }
       });

@@ -1,5 +1,5 @@
 /** Command rows (the durable outbox) and the acks received for them. */
-import type { Db } from './db.js';
+import { cachedPrepare, type Db, type Prepare } from './db.js';
 
 export const COMMAND_STATUSES = [
   'pending',
@@ -114,7 +114,10 @@ export class CommandsRepo {
   private readonly getStmt;
   private readonly getSummary;
 
-  constructor(private readonly db: Db) {
+  private readonly prepare: Prepare;
+
+  constructor(db: Db) {
+    this.prepare = cachedPrepare(db);
     this.allocStmt = db.prepare<[string], { seq_alloc: number }>(
       'UPDATE sites SET seq_alloc = seq_alloc + 1 WHERE id = ? RETURNING seq_alloc',
     );
@@ -160,9 +163,9 @@ export class CommandsRepo {
   }
 
   byRef(site: string, ref: Uint8Array): CommandSummary | undefined {
-    return this.db
-      .prepare<[string, Buffer], CommandSummary>(`SELECT ${SUMMARY} FROM commands WHERE site = ? AND ref = ?`)
-      .get(site, Buffer.from(ref));
+    return this.prepare<[string, Buffer], CommandSummary>(
+      `SELECT ${SUMMARY} FROM commands WHERE site = ? AND ref = ?`,
+    ).get(site, Buffer.from(ref));
   }
 
   list(
@@ -170,19 +173,15 @@ export class CommandsRepo {
     opts: { status?: string; type?: string; before?: number; limit: number },
   ): CommandSummary[] {
     const { where, params } = filters({ site, status: opts.status, type: opts.type, 'seq <': opts.before });
-    return this.db
-      .prepare<Record<string, unknown>, CommandSummary>(
-        `SELECT ${SUMMARY} FROM commands ${where} ORDER BY seq DESC LIMIT @limit`,
-      )
-      .all({ ...params, limit: opts.limit });
+    return this.prepare<Record<string, unknown>, CommandSummary>(
+      `SELECT ${SUMMARY} FROM commands ${where} ORDER BY seq DESC LIMIT @limit`,
+    ).all({ ...params, limit: opts.limit });
   }
 
   byDeployment(id: string): CommandSummary[] {
-    return this.db
-      .prepare<[string], CommandSummary>(
-        `SELECT ${SUMMARY} FROM commands WHERE deployment = ? ORDER BY site, seq`,
-      )
-      .all(id);
+    return this.prepare<[string], CommandSummary>(
+      `SELECT ${SUMMARY} FROM commands WHERE deployment = ? ORDER BY site, seq`,
+    ).all(id);
   }
 
   /** Collapses pending (never published) commands of a stack at a site into `bySeq` (I4). */
@@ -194,139 +193,120 @@ export class CommandsRepo {
     now: number,
   ): number {
     const marks = types.map(() => '?').join(',');
-    return this.db
-      .prepare(
-        `UPDATE commands SET status = 'superseded', superseded_by = ?, done_at = ?
+    return this.prepare(
+      `UPDATE commands SET status = 'superseded', superseded_by = ?, done_at = ?
          WHERE site = ? AND status = 'pending' AND seq < ? AND type IN (${marks}) AND stack IS ?`,
-      )
-      .run(bySeq, now, site, bySeq, ...types, stack).changes;
+    ).run(bySeq, now, site, bySeq, ...types, stack).changes;
   }
 
   /** Cancels a pending command; false when it is not pending (already published or final). */
   cancel(site: string, seq: number, now: number): boolean {
     return (
-      this.db
-        .prepare(
-          `UPDATE commands SET status = 'cancelled', done_at = ? WHERE site = ? AND seq = ? AND status = 'pending'`,
-        )
-        .run(now, site, seq).changes > 0
+      this.prepare(
+        `UPDATE commands SET status = 'cancelled', done_at = ? WHERE site = ? AND seq = ? AND status = 'pending'`,
+      ).run(now, site, seq).changes > 0
     );
   }
 
   /** Marks pending commands past their expiry as expired; they are never sent. */
   expirePending(nowSec: number, now: number): { site: string; seq: number }[] {
-    return this.db
-      .prepare<[number, number], { site: string; seq: number }>(
-        `UPDATE commands SET status = 'expired', reason = 'expired', done_at = ?
+    return this.prepare<[number, number], { site: string; seq: number }>(
+      `UPDATE commands SET status = 'expired', reason = 'expired', done_at = ?
          WHERE status = 'pending' AND expires_at <= ? RETURNING site, seq`,
-      )
-      .all(now, nowSec);
+    ).all(now, nowSec);
   }
 
   /** Pending commands in (site, seq) order. */
   pending(): { site: string; seq: number }[] {
-    return this.db
-      .prepare<[], { site: string; seq: number }>(
-        `SELECT site, seq FROM commands WHERE status = 'pending' ORDER BY site, seq`,
-      )
-      .all();
+    return this.prepare<[], { site: string; seq: number }>(
+      `SELECT site, seq FROM commands WHERE status = 'pending' ORDER BY site, seq`,
+    ).all();
   }
 
   /** Published commands without an accepted or final ack, per site (the window of I4). */
   inflightCounts(): Map<string, number> {
-    const rows = this.db
-      .prepare<[], { site: string; n: number }>(
-        `SELECT site, COUNT(*) AS n FROM commands WHERE status = 'published' GROUP BY site`,
-      )
-      .all();
+    const rows = this.prepare<[], { site: string; n: number }>(
+      `SELECT site, COUNT(*) AS n FROM commands WHERE status = 'published' GROUP BY site`,
+    ).all();
     return new Map(rows.map((r) => [r.site, r.n]));
   }
 
   /** Sites with nothing pending or in flight (candidates for a heartbeat). */
   idleSitesIssuedBefore(t: number): string[] {
-    return this.db
-      .prepare<[number], { id: string }>(
-        `SELECT id FROM sites WHERE COALESCE(issued_at, 0) <= ? AND NOT EXISTS (
+    return this.prepare<[number], { id: string }>(
+      `SELECT id FROM sites WHERE COALESCE(issued_at, 0) <= ? AND NOT EXISTS (
            SELECT 1 FROM commands c WHERE c.site = sites.id AND c.status IN ('pending', 'published'))`,
-      )
+    )
       .all(t)
       .map((r) => r.id);
   }
 
   /** Deletes heartbeats of a site that are older than `keepSeq` and done (they carry no history). */
   pruneHeartbeats(site: string, keepSeq: number): void {
-    this.db
-      .prepare(
-        `DELETE FROM commands WHERE site = ? AND type = 'heartbeat' AND seq < ?
+    this.prepare(
+      `DELETE FROM commands WHERE site = ? AND type = 'heartbeat' AND seq < ?
          AND status NOT IN ('pending', 'published')`,
-      )
-      .run(site, keepSeq);
+    ).run(site, keepSeq);
   }
 
+  /** Commits a signed envelope as `published`; `lease` is when the resend sweep may first pick it up. */
   markIssued(
     site: string,
     seq: number,
-    f: { prev: number; envelope: Uint8Array; ref: Uint8Array; now: number },
+    f: { prev: number; envelope: Uint8Array; ref: Uint8Array; now: number; lease: number },
   ): void {
-    this.db
-      .prepare(
-        `UPDATE commands SET status = 'published', prev = ?, envelope = ?, ref = ?, issued_at = ?, next_send_at = 0
+    this.prepare(
+      `UPDATE commands SET status = 'published', prev = ?, envelope = ?, ref = ?, issued_at = ?, next_send_at = ?
          WHERE site = ? AND seq = ? AND status = 'pending'`,
-      )
-      .run(f.prev, Buffer.from(f.envelope), Buffer.from(f.ref), f.now, site, seq);
-    this.db.prepare('UPDATE sites SET seq_issued = ?, issued_at = ? WHERE id = ?').run(seq, f.now, site);
+    ).run(f.prev, Buffer.from(f.envelope), Buffer.from(f.ref), f.now, f.lease, site, seq);
+    this.prepare('UPDATE sites SET seq_issued = ?, issued_at = ? WHERE id = ?').run(seq, f.now, site);
   }
 
   /**
-   * Published commands due for a (re)send: never sent, or past their retry time at a site that is not
-   * known to be offline. At most `limit`, oldest first.
+   * Published commands due for a (re)send: their lease or retry time has passed, and the site is not
+   * known to be offline (or they were never sent). At most `limit`, oldest first.
    */
   due(now: number, limit: number): { site: string; seq: number; envelope: Buffer; attempts: number }[] {
-    return this.db
-      .prepare<[number, number], { site: string; seq: number; envelope: Buffer; attempts: number }>(
-        `SELECT c.site, c.seq, c.envelope, c.attempts FROM commands c JOIN sites s ON s.id = c.site
+    return this.prepare<[number, number], { site: string; seq: number; envelope: Buffer; attempts: number }>(
+      `SELECT c.site, c.seq, c.envelope, c.attempts FROM commands c JOIN sites s ON s.id = c.site
          WHERE c.status = 'published' AND c.next_send_at <= ?
            AND (c.attempts = 0 OR s.online IS NULL OR s.online = 1)
          ORDER BY c.next_send_at, c.site, c.seq LIMIT ?`,
-      )
-      .all(now, limit);
+    ).all(now, limit);
+  }
+
+  /** At start: published commands never recorded as sent (a crash before their PUBACK) are due now. */
+  resetUnsent(): void {
+    this.prepare(`UPDATE commands SET next_send_at = 0 WHERE status = 'published' AND attempts = 0`).run();
   }
 
   recordSent(site: string, seq: number, now: number, nextSendAt: number): void {
-    this.db
-      .prepare(
-        `UPDATE commands SET attempts = attempts + 1, last_sent_at = ?, next_send_at = ?
+    this.prepare(
+      `UPDATE commands SET attempts = attempts + 1, last_sent_at = ?, next_send_at = ?
          WHERE site = ? AND seq = ? AND status = 'published'`,
-      )
-      .run(now, nextSendAt, site, seq);
+    ).run(now, nextSendAt, site, seq);
   }
 
   /** After a site comes back online, retry its unacknowledged commands soon (not at the backed-off time). */
   rescheduleSite(site: string, at: number): void {
-    this.db
-      .prepare(
-        `UPDATE commands SET next_send_at = MIN(next_send_at, ?) WHERE site = ? AND status = 'published'`,
-      )
-      .run(at, site);
+    this.prepare(
+      `UPDATE commands SET next_send_at = MIN(next_send_at, ?) WHERE site = ? AND status = 'published'`,
+    ).run(at, site);
   }
 
   setStatus(site: string, seq: number, status: CommandStatus, reason: string | null, now: number): void {
     const final = FINAL_STATUSES.has(status);
-    this.db
-      .prepare(
-        `UPDATE commands SET status = ?, reason = COALESCE(?, reason), acked_at = COALESCE(acked_at, ?),
+    this.prepare(
+      `UPDATE commands SET status = ?, reason = COALESCE(?, reason), acked_at = COALESCE(acked_at, ?),
            done_at = CASE WHEN ? THEN ? ELSE done_at END
          WHERE site = ? AND seq = ?`,
-      )
-      .run(status, reason, now, final ? 1 : 0, now, site, seq);
+    ).run(status, reason, now, final ? 1 : 0, now, site, seq);
   }
 
   counts(): Record<string, number> {
-    const rows = this.db
-      .prepare<[], { status: string; n: number }>(
-        'SELECT status, COUNT(*) AS n FROM commands GROUP BY status',
-      )
-      .all();
+    const rows = this.prepare<[], { status: string; n: number }>(
+      'SELECT status, COUNT(*) AS n FROM commands GROUP BY status',
+    ).all();
     return Object.fromEntries(rows.map((r) => [r.status, r.n]));
   }
 
@@ -334,21 +314,19 @@ export class CommandsRepo {
 
   insertAck(a: Omit<AckRow, 'n'>): boolean {
     return (
-      this.db
-        .prepare(
-          `INSERT OR IGNORE INTO acks (site, useq, at, st, seq, cmd_id, ref, rc, msg, type, stack, rev, matched,
+      this.prepare(
+        `INSERT OR IGNORE INTO acks (site, useq, at, st, seq, cmd_id, ref, rc, msg, type, stack, rev, matched,
              received_at)
            VALUES (@site, @useq, @at, @st, @seq, @cmd_id, @ref, @rc, @msg, @type, @stack, @rev, @matched,
              @received_at)`,
-        )
-        .run(a).changes > 0
+      ).run(a).changes > 0
     );
   }
 
   acks(opts: { site?: string; seq?: number; before?: number; limit: number }): AckRow[] {
     const { where, params } = filters({ site: opts.site, seq: opts.seq, 'n <': opts.before });
-    return this.db
-      .prepare<Record<string, unknown>, AckRow>(`SELECT * FROM acks ${where} ORDER BY n DESC LIMIT @limit`)
-      .all({ ...params, limit: opts.limit });
+    return this.prepare<Record<string, unknown>, AckRow>(
+      `SELECT * FROM acks ${where} ORDER BY n DESC LIMIT @limit`,
+    ).all({ ...params, limit: opts.limit });
   }
 }

@@ -48,3 +48,21 @@ function migrate(db: Db, from: number): void {
     })();
   }
 }
+
+export type Prepare = Db['prepare'];
+
+/**
+ * `db.prepare` with a cache by SQL text: hot paths (one deployment to 10,000 sites, the publisher)
+ * run the same statements once per command, and compiling them each time would dominate.
+ */
+export function cachedPrepare(db: Db): Prepare {
+  const cache = new Map<string, Database.Statement>();
+  return ((sql: string) => {
+    let s = cache.get(sql);
+    if (!s) {
+      s = db.prepare(sql);
+      cache.set(sql, s);
+    }
+    return s;
+  }) as Prepare;
+}

@@ -1,5 +1,5 @@
 /** Deployment records (what was asked for); their per-site commands live in `commands`. */
-import type { Db } from './db.js';
+import { cachedPrepare, type Db, type Prepare } from './db.js';
 
 export interface DeploymentRecord {
   readonly id: string;
@@ -32,39 +32,39 @@ const toRecord = (r: Row): DeploymentRecord => ({
 });
 
 export class DeploymentsRepo {
-  constructor(private readonly db: Db) {}
+  private readonly prepare: Prepare;
+
+  constructor(db: Db) {
+    this.prepare = cachedPrepare(db);
+  }
 
   insert(d: DeploymentRecord): void {
-    this.db
-      .prepare(
-        'INSERT INTO deployments (id, stack, rev, target, skipped, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
-      )
-      .run(
-        d.id,
-        d.stack,
-        d.rev,
-        JSON.stringify(d.target),
-        JSON.stringify(d.skipped),
-        d.createdBy,
-        d.createdAt,
-      );
+    this.prepare(
+      'INSERT INTO deployments (id, stack, rev, target, skipped, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    ).run(
+      d.id,
+      d.stack,
+      d.rev,
+      JSON.stringify(d.target),
+      JSON.stringify(d.skipped),
+      d.createdBy,
+      d.createdAt,
+    );
   }
 
   get(id: string): DeploymentRecord | undefined {
-    const r = this.db.prepare<[string], Row>('SELECT * FROM deployments WHERE id = ?').get(id);
+    const r = this.prepare<[string], Row>('SELECT * FROM deployments WHERE id = ?').get(id);
     return r ? toRecord(r) : undefined;
   }
 
   list(opts: { stack?: string; limit: number }): DeploymentRecord[] {
     const rows = opts.stack
-      ? this.db
-          .prepare<[string, number], Row>(
-            'SELECT * FROM deployments WHERE stack = ? ORDER BY created_at DESC, id LIMIT ?',
-          )
-          .all(opts.stack, opts.limit)
-      : this.db
-          .prepare<[number], Row>('SELECT * FROM deployments ORDER BY created_at DESC, id LIMIT ?')
-          .all(opts.limit);
+      ? this.prepare<[string, number], Row>(
+          'SELECT * FROM deployments WHERE stack = ? ORDER BY created_at DESC, id LIMIT ?',
+        ).all(opts.stack, opts.limit)
+      : this.prepare<[number], Row>('SELECT * FROM deployments ORDER BY created_at DESC, id LIMIT ?').all(
+          opts.limit,
+        );
     return rows.map(toRecord);
   }
 }

@@ -181,6 +181,10 @@ export const MIGRATIONS: readonly string[] = [
   CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
   `,
+  // 2: the publisher's resend sweep (status = 'published' AND next_send_at <= now) reads an index.
+  `
+  CREATE INDEX commands_due ON commands (status, next_send_at);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

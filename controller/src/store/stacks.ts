@@ -1,5 +1,5 @@
 /** Stacks and their immutable revisions (canonical spec bytes, digest, Compose source). */
-import type { Db } from './db.js';
+import { cachedPrepare, type Db, type Prepare } from './db.js';
 
 export interface RevisionRow {
   stack: string;
@@ -52,24 +52,26 @@ function toRevision(r: RevisionRow): Revision {
 }
 
 export class StacksRepo {
-  constructor(private readonly db: Db) {}
+  private readonly prepare: Prepare;
+
+  constructor(db: Db) {
+    this.prepare = cachedPrepare(db);
+  }
 
   get(name: string): StackInfo | undefined {
-    const r = this.db
-      .prepare<[string], { name: string; latest_rev: number; created_at: number; created_by: string }>(
-        'SELECT * FROM stacks WHERE name = ?',
-      )
-      .get(name);
+    const r = this.prepare<
+      [string],
+      { name: string; latest_rev: number; created_at: number; created_by: string }
+    >('SELECT * FROM stacks WHERE name = ?').get(name);
     return r
       ? { name: r.name, latestRev: r.latest_rev, createdAt: r.created_at, createdBy: r.created_by }
       : undefined;
   }
 
   list(): StackInfo[] {
-    return this.db
-      .prepare<[], { name: string; latest_rev: number; created_at: number; created_by: string }>(
-        'SELECT * FROM stacks ORDER BY name',
-      )
+    return this.prepare<[], { name: string; latest_rev: number; created_at: number; created_by: string }>(
+      'SELECT * FROM stacks ORDER BY name',
+    )
       .all()
       .map((r) => ({
         name: r.name,
@@ -80,23 +82,20 @@ export class StacksRepo {
   }
 
   revision(stack: string, rev: number): Revision | undefined {
-    const r = this.db
-      .prepare<[string, number], RevisionRow>('SELECT * FROM stack_revisions WHERE stack = ? AND rev = ?')
-      .get(stack, rev);
+    const r = this.prepare<[string, number], RevisionRow>(
+      'SELECT * FROM stack_revisions WHERE stack = ? AND rev = ?',
+    ).get(stack, rev);
     return r ? toRevision(r) : undefined;
   }
 
   compose(stack: string, rev: number): string | undefined {
-    return this.db
-      .prepare<[string, number], { compose: string }>(
-        'SELECT compose FROM stack_revisions WHERE stack = ? AND rev = ?',
-      )
-      .get(stack, rev)?.compose;
+    return this.prepare<[string, number], { compose: string }>(
+      'SELECT compose FROM stack_revisions WHERE stack = ? AND rev = ?',
+    ).get(stack, rev)?.compose;
   }
 
   revisions(stack: string): Revision[] {
-    return this.db
-      .prepare<[string], RevisionRow>('SELECT * FROM stack_revisions WHERE stack = ? ORDER BY rev')
+    return this.prepare<[string], RevisionRow>('SELECT * FROM stack_revisions WHERE stack = ? ORDER BY rev')
       .all(stack)
       .map(toRevision);
   }
@@ -116,30 +115,30 @@ export class StacksRepo {
   }): number {
     const info = this.get(r.stack);
     if (!info) {
-      this.db
-        .prepare('INSERT INTO stacks (name, latest_rev, created_at, created_by) VALUES (?, 0, ?, ?)')
-        .run(r.stack, r.now, r.actor);
+      this.prepare('INSERT INTO stacks (name, latest_rev, created_at, created_by) VALUES (?, 0, ?, ?)').run(
+        r.stack,
+        r.now,
+        r.actor,
+      );
     }
     const rev = (info?.latestRev ?? 0) + 1;
-    this.db
-      .prepare(
-        `INSERT INTO stack_revisions (stack, rev, spec, z, digest, compose, compose_digest, critical, allow_tags,
+    this.prepare(
+      `INSERT INTO stack_revisions (stack, rev, spec, z, digest, compose, compose_digest, critical, allow_tags,
            created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(
-        r.stack,
-        rev,
-        Buffer.from(r.spec),
-        r.z ? 1 : 0,
-        Buffer.from(r.digest),
-        r.compose,
-        Buffer.from(r.composeDigest),
-        JSON.stringify(r.critical),
-        r.allowTags ? 1 : 0,
-        r.actor,
-        r.now,
-      );
-    this.db.prepare('UPDATE stacks SET latest_rev = ? WHERE name = ?').run(rev, r.stack);
+    ).run(
+      r.stack,
+      rev,
+      Buffer.from(r.spec),
+      r.z ? 1 : 0,
+      Buffer.from(r.digest),
+      r.compose,
+      Buffer.from(r.composeDigest),
+      JSON.stringify(r.critical),
+      r.allowTags ? 1 : 0,
+      r.actor,
+      r.now,
+    );
+    this.prepare('UPDATE stacks SET latest_rev = ? WHERE name = ?').run(rev, r.stack);
     return rev;
   }
 }

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { sha256Hex } from '../canonical-json.js';
-import type { Db } from './db.js';
+import { cachedPrepare, type Db, type Prepare } from './db.js';
 
 export const ROLES = ['admin', 'operator', 'viewer'] as const;
 export type Role = (typeof ROLES)[number];
@@ -80,7 +80,10 @@ export class UsersRepo {
   private readonly byHash;
   private readonly touchStmt;
 
-  constructor(private readonly db: Db) {
+  private readonly prepare: Prepare;
+
+  constructor(db: Db) {
+    this.prepare = cachedPrepare(db);
     this.byHash = db.prepare<[string], UserRow & { token_id: string }>(
       `SELECT u.*, t.id AS token_id FROM tokens t JOIN users u ON u.name = t.user
        WHERE t.hash = ? AND t.revoked_at IS NULL AND u.disabled = 0`,
@@ -89,30 +92,34 @@ export class UsersRepo {
   }
 
   count(): number {
-    return (this.db.prepare('SELECT COUNT(*) AS n FROM users').get() as { n: number }).n;
+    return (this.prepare('SELECT COUNT(*) AS n FROM users').get() as { n: number }).n;
   }
 
   get(name: string): User | undefined {
-    const r = this.db.prepare<[string], UserRow>('SELECT * FROM users WHERE name = ?').get(name);
+    const r = this.prepare<[string], UserRow>('SELECT * FROM users WHERE name = ?').get(name);
     return r ? toUser(r) : undefined;
   }
 
   list(): User[] {
-    return this.db.prepare<[], UserRow>('SELECT * FROM users ORDER BY name').all().map(toUser);
+    return this.prepare<[], UserRow>('SELECT * FROM users ORDER BY name').all().map(toUser);
   }
 
   create(u: { name: string; role: Role; groups: string[]; actor: string; now: number }): void {
-    this.db
-      .prepare('INSERT INTO users (name, role, groups, created_at, created_by) VALUES (?, ?, ?, ?, ?)')
-      .run(u.name, u.role, JSON.stringify(u.groups), u.now, u.actor);
+    this.prepare('INSERT INTO users (name, role, groups, created_at, created_by) VALUES (?, ?, ?, ?, ?)').run(
+      u.name,
+      u.role,
+      JSON.stringify(u.groups),
+      u.now,
+      u.actor,
+    );
   }
 
   update(name: string, u: { role?: Role; groups?: string[]; disabled?: boolean }): void {
-    if (u.role) this.db.prepare('UPDATE users SET role = ? WHERE name = ?').run(u.role, name);
+    if (u.role) this.prepare('UPDATE users SET role = ? WHERE name = ?').run(u.role, name);
     if (u.groups)
-      this.db.prepare('UPDATE users SET groups = ? WHERE name = ?').run(JSON.stringify(u.groups), name);
+      this.prepare('UPDATE users SET groups = ? WHERE name = ?').run(JSON.stringify(u.groups), name);
     if (u.disabled !== undefined) {
-      this.db.prepare('UPDATE users SET disabled = ? WHERE name = ?').run(u.disabled ? 1 : 0, name);
+      this.prepare('UPDATE users SET disabled = ? WHERE name = ?').run(u.disabled ? 1 : 0, name);
     }
   }
 
@@ -122,16 +129,14 @@ export class UsersRepo {
     token: string;
   } {
     const made = t.token ? { id: hashToken(t.token).slice(0, 12), token: t.token } : newToken();
-    this.db
-      .prepare(
-        'INSERT INTO tokens (id, user, hash, description, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)',
-      )
-      .run(made.id, t.user, hashToken(made.token), t.description, t.now, t.actor);
+    this.prepare(
+      'INSERT INTO tokens (id, user, hash, description, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)',
+    ).run(made.id, t.user, hashToken(made.token), t.description, t.now, t.actor);
     return made;
   }
 
   hasTokenHash(hash: string): boolean {
-    return this.db.prepare('SELECT 1 FROM tokens WHERE hash = ?').get(hash) !== undefined;
+    return this.prepare('SELECT 1 FROM tokens WHERE hash = ?').get(hash) !== undefined;
   }
 
   /** The user a presented token belongs to (active token, enabled user), or undefined. */
@@ -145,26 +150,23 @@ export class UsersRepo {
   }
 
   tokens(user: string): TokenInfo[] {
-    return this.db
-      .prepare<[string], TokenRow>(
-        'SELECT id, user, description, created_at, created_by, last_used_at, revoked_at FROM tokens WHERE user = ? ORDER BY created_at',
-      )
+    return this.prepare<[string], TokenRow>(
+      'SELECT id, user, description, created_at, created_by, last_used_at, revoked_at FROM tokens WHERE user = ? ORDER BY created_at',
+    )
       .all(user)
       .map(toToken);
   }
 
   token(id: string): TokenInfo | undefined {
-    const r = this.db
-      .prepare<[string], TokenRow>(
-        'SELECT id, user, description, created_at, created_by, last_used_at, revoked_at FROM tokens WHERE id = ?',
-      )
-      .get(id);
+    const r = this.prepare<[string], TokenRow>(
+      'SELECT id, user, description, created_at, created_by, last_used_at, revoked_at FROM tokens WHERE id = ?',
+    ).get(id);
     return r ? toToken(r) : undefined;
   }
 
   revokeToken(id: string, now: number): boolean {
     return (
-      this.db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(now, id)
+      this.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(now, id)
         .changes > 0
     );
   }
