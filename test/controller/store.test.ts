@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { createCommand } from '../../controller/src/outbox/create.js';
 import { openDb } from '../../controller/src/store/db.js';
 import { Store } from '../../controller/src/store/index.js';
-import { SCHEMA_VERSION } from '../../controller/src/store/migrations.js';
+import { MIGRATIONS, SCHEMA_VERSION } from '../../controller/src/store/migrations.js';
 import { tmpDir } from '../helpers/index.js';
 
 describe('controller store', () => {
@@ -23,7 +23,27 @@ describe('controller store', () => {
     again.close();
   });
 
-  it('migrates an old (version 0) database and refuses one written by a newer controller', () => {
+  it('migrates a version-1 database forward, keeping its rows', () => {
+    const file = join(tmpDir('store'), 'v1.db');
+    const v1 = new Database(file);
+    v1.exec(MIGRATIONS[0]!);
+    v1.pragma('user_version = 1');
+    v1.prepare('INSERT INTO sites (id, uplink_pub, enrolled_at) VALUES (?, ?, ?)').run(
+      'old',
+      Buffer.alloc(32),
+      1,
+    );
+    v1.close();
+    const db = openDb(file);
+    expect(db.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
+    expect(
+      db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'commands_due'").get(),
+    ).toBeDefined();
+    expect(db.prepare('SELECT id FROM sites').all()).toEqual([{ id: 'old' }]);
+    db.close();
+  });
+
+  it('migrates an empty (version 0) database and refuses one written by a newer controller', () => {
     const dir = tmpDir('store');
     const old = new Database(join(dir, 'old.db'));
     old.exec('CREATE TABLE unrelated (x INTEGER)');
