@@ -21,6 +21,7 @@ import {
 import type { AgentConfig } from './config.js';
 import { Alarms } from './core/alarms.js';
 import { type Db, openAgentDb } from './core/db.js';
+import { DiskGuard } from './core/disk.js';
 import { Executor, toDesired } from './core/executor.js';
 import { Journal } from './core/journal.js';
 import { Outbox } from './core/outbox.js';
@@ -33,6 +34,9 @@ import { PinnedTrust } from './core/trust.js';
 import { Uplink } from './core/uplink.js';
 import type { DesiredStack, StackRuntime } from './runtime/types.js';
 import { AGENT_VERSION } from './version.js';
+
+/** How long close() waits for executing commands. */
+const CLOSE_WAIT_MS = 10_000;
 
 export interface AgentDeps {
   readonly config: AgentConfig;
@@ -232,30 +236,14 @@ export function createAgent(deps: AgentDeps): Agent {
     };
     outbox.onStateEvicted = () => rep.requestFull();
 
-    // ---- disk-full: withhold PUBACKs, poll, then bounce the connection for redelivery -------------
-    let diskTimer: NodeJS.Timeout | undefined;
-    const diskLow = (): boolean => {
-      try {
-        return diskFree() < config.diskMinFreeBytes;
-      } catch {
-        return false;
-      }
-    };
-    const enterDiskFull = () => {
-      alarms.raiseInMemory(
-        'disk-full',
-        `free space below ${config.diskMinFreeBytes} bytes: commands withheld`,
-      );
-      if (diskTimer) return;
-      diskTimer = setInterval(() => {
-        if (diskLow()) return;
-        clearInterval(diskTimer);
-        diskTimer = undefined;
-        alarms.clearInMemory('disk-full');
-        log.info('disk space back: resuming');
-        transport?.bounce();
-      }, config.diskCheckMs);
-    };
+    const disk = new DiskGuard(
+      diskFree,
+      config.diskMinFreeBytes,
+      config.diskCheckMs,
+      alarms,
+      () => transport?.bounce(),
+      log.child({ component: 'agent.disk' }),
+    );
 
     transport = new Transport(
       {
@@ -280,13 +268,10 @@ export function createAgent(deps: AgentDeps): Agent {
       },
       {
         onCommand: (payload) => {
-          if (diskTimer || diskLow()) {
-            enterDiskFull();
-            return false;
-          }
+          if (disk.blocked()) return false;
           const r = journal.intake(payload);
           if (r.kind === 'hold') {
-            if (r.reason === 'disk-full') enterDiskFull();
+            if (r.reason === 'disk-full') disk.enter();
             return false;
           }
           if (r.kind === 'journalled') {
@@ -320,9 +305,7 @@ export function createAgent(deps: AgentDeps): Agent {
       monitor,
       transport,
       desired: () => desiredCache.filter((d) => !executor.busy.has(d.name)),
-      stopDiskTimer: () => {
-        if (diskTimer) clearInterval(diskTimer);
-      },
+      disk,
     };
   }
 
@@ -373,9 +356,17 @@ export function createAgent(deps: AgentDeps): Agent {
       const p = parts;
       parts = undefined;
       if (!p) return;
-      p.stopDiskTimer();
+      p.disk.close();
       p.monitor.close();
-      await p.sequencer.close();
+      // A long apply (an image pull) must not hold a shutdown hostage: whatever is still executing is
+      // journalled `executing` and is resumed at the next start (I2).
+      const closing = p.sequencer.close();
+      const waited = await Promise.race([
+        closing.then(() => true),
+        new Promise<false>((r) => setTimeout(() => r(false), CLOSE_WAIT_MS).unref()),
+      ]);
+      if (!waited)
+        log.warn({ waitMs: CLOSE_WAIT_MS }, 'commands still executing at shutdown; resumed at next start');
       await p.reporter.settle().catch(() => undefined);
       p.reporter.close();
       p.status.close();
