@@ -101,7 +101,9 @@ export function createAgent(deps: AgentDeps): Agent {
     const store = new AgentStore(db);
     const alarms = new Alarms(store, clock, log.child({ component: 'agent.alarms' }));
     const trust = PinnedTrust.load(store, config.trustRoot, log.child({ component: 'agent.trust' }));
-    const time = new TrustedTime(clock, store.metaInt(META.timeFloor));
+    // The pinned trust root's signed issued-at is a floor too: a fresh device with its clock at 1970
+    // still judges expiry (and accepts current commands) before it has seen a command ([TIME-1]).
+    const time = new TrustedTime(clock, Math.max(store.metaInt(META.timeFloor), trust.current.root.iat));
     const signer =
       deps.signer ??
       createSigner(siteKid(site), privateKeyFromPem(readFileSync(config.uplinkKey, 'utf8')).seed);

@@ -87,6 +87,16 @@ describe('with a broker', () => {
     await ctl.waitStatus(1, 'applied');
   });
 
+  test('a fresh device with its clock at 1970: the trust root issued-at is the floor ([TIME-1])', async () => {
+    running = await startAgent(site, { broker: broker.url }, { clock: { now: () => 0 } });
+    await waitFor(() => running?.agent.status().connected, { message: 'connected' });
+    const rootIat = site.pki.root.iat;
+    await ctl.apply('hist', 1, undefined, { iat: rootIat - 7200, exp: rootIat - 3600 });
+    expect((await ctl.waitStatus(1, 'rejected')).rc).toBe('expired');
+    await ctl.apply('hist', 2);
+    await ctl.waitStatus(2, 'applied');
+  });
+
   test('watermarks and the trusted-time floor survive a restart; a clock reset to 1970 still judges expiry', async () => {
     running = await startAgent(site, { broker: broker.url });
     await waitFor(() => running?.agent.status().connected, { message: 'connected' });

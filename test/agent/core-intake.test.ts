@@ -135,6 +135,15 @@ describe('I9: bad input gets a typed rejection and changes nothing', () => {
     expect(running!.memory.effects.filter((e) => e.op === 'create').map((e) => e.rev)).toEqual([2]);
   });
 
+  test('not-yet-valid: rejected with seq/id but not journalled, so the slot stays open', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    await ctl.apply('x', 1, spec(), { seq: 1, prev: 0, iat: now + 48 * 3600, exp: now + 49 * 3600 });
+    expect((await ctl.waitStatus(1, 'rejected')).rc).toBe('not-yet-valid');
+    expect(running!.agent.status().contig).toBe(0);
+    await ctl.apply('x', 1, spec(), { seq: 1, prev: 0 });
+    await ctl.waitStatus(1, 'applied');
+  });
+
   test('replay: another envelope with a seen seq or id, or a seq at or below the watermark', async () => {
     const first = ctl.applyCmd('x', 1, spec(), { seq: 1, prev: 0, id: new Uint8Array(16).fill(7) });
     await ctl.publish(first);

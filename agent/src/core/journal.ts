@@ -4,8 +4,9 @@
  *
  *  1. size cap (`too-large`), then `openCommand` with trusted time: structure, key, signature, schema,
  *     version, key scope, site, expiry ([ENV-7]). A failure is a rejection carrying only `ref`, except
- *     `expired`/`not-yet-valid`, which come after the signature and site checks: those carry seq/id and
- *     are journalled (as `rejected`) so that their slot in the `prev` chain is filled ([ACK-3]).
+ *     `expired`/`not-yet-valid`, which come after the signature and site checks and so carry seq/id
+ *     ([ACK-3]); an expired command is journalled (`rejected`) so that its slot in the `prev` chain is
+ *     filled, a not-yet-valid one is not (the same bytes may pass once the clock has caught up).
  *  2. dedupe: the same envelope again is a duplicate delivery and is re-acked with its recorded status,
  *     never re-executed (I2); another envelope with a seen seq or id, or a seq at or below the
  *     contiguous watermark, is a `replay` ([ORD-4]).
@@ -146,10 +147,13 @@ export class Journal {
       }).cmd;
     } catch (err) {
       if (!isProtocolError(err)) throw err;
-      if (err.code === 'expired' || err.code === 'not-yet-valid') {
-        const hdr = authenticHeader(bytes);
-        if (hdr) return this.known(hdr, bytes, { ok: false, rc: err.code, msg: err.message });
-      }
+      // Both come after the signature, scope and site checks: the header is authentic.
+      const hdr = err.code === 'expired' || err.code === 'not-yet-valid' ? authenticHeader(bytes) : undefined;
+      // Expired for good: journalled, so its slot in the chain is filled.
+      if (hdr && err.code === 'expired')
+        return this.known(hdr, bytes, { ok: false, rc: err.code, msg: err.message });
+      // Not yet valid (the local clock is behind): not journalled, the same bytes may pass later.
+      if (hdr) return this.rejectKnown(hdr, err.code, err.message);
       return this.rejectUnread(bytes, err.code, err.message);
     }
     return this.known(cmd, bytes, undefined);
