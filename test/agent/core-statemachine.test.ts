@@ -89,3 +89,23 @@ test('any delivery order and duplication converges to the in-order result, each 
     { numRuns: 60 },
   );
 }, 120_000);
+
+test('the journal is pruned to journalKeep finished entries; a pruned seq is still a replay', async () => {
+  const dir = tmpDir('prune');
+  const pki = makePki(`${dir}/certs`, 'site-a');
+  const ctl = new TestController(pki, 'mqtt://unused');
+  const core = makeCore(`${dir}/db`, pki, { journalKeep: 16 });
+  try {
+    const first = ctl.command('heartbeat', { last: 1 });
+    core.deliver(first);
+    for (let i = 2; i <= 200; i++) core.deliver(ctl.command('heartbeat', { last: i }));
+    const rows = core.store.db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM journal').get()?.n ?? 0;
+    expect(rows).toBeLessThanOrEqual(16 + 64);
+    expect(core.store.journalBySeq(1)).toBeUndefined();
+    expect(core.sequencer.watermark).toEqual({ contig: 200, applied: 200 });
+    // the same bytes again: no longer in the journal, but at or below the watermark -> replay
+    expect(core.journal.intake(first)).toEqual({ kind: 'handled', rc: 'replay' });
+  } finally {
+    await core.close();
+  }
+});

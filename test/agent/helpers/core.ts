@@ -58,7 +58,11 @@ export function makeCore(
     store,
     executor,
     alarms,
-    { gapHoldMs: opts.gapHoldMs ?? 60_000, settleMs: opts.settleMs ?? 0, journalKeep: 1000 },
+    {
+      gapHoldMs: opts.gapHoldMs ?? 60_000,
+      settleMs: opts.settleMs ?? 0,
+      journalKeep: opts.journalKeep ?? 1000,
+    },
     () => performance.now(),
     log,
   );
