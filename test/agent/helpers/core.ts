@@ -32,7 +32,7 @@ export interface Core {
 export function makeCore(
   dir: string,
   pki: TestPki,
-  opts: { settleMs?: number; gapHoldMs?: number } = {},
+  opts: { settleMs?: number; gapHoldMs?: number; journalKeep?: number } = {},
 ): Core {
   const log = pino({ level: 'silent' });
   const { db } = openAgentDb(join(dir, 'agent.db'), log);
