@@ -15,17 +15,18 @@ const USAGE = `usage: outpost controller [--config FILE] [--data DIR] [--certs D
        outpost controller config-docs     print the configuration reference (Markdown)
 `;
 
+const OPTIONS = {
+  config: { type: 'string' },
+  data: { type: 'string' },
+  certs: { type: 'string' },
+  broker: { type: 'string' },
+  port: { type: 'string' },
+  host: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
 export async function run(args: string[]): Promise<number> {
   let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>;
-  const OPTIONS = {
-    config: { type: 'string' },
-    data: { type: 'string' },
-    certs: { type: 'string' },
-    broker: { type: 'string' },
-    port: { type: 'string' },
-    host: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  } as const;
   try {
     parsed = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (err) {

@@ -2,13 +2,23 @@
  * The REST API through fastify inject(): Compose push, groups, enrolment, deployments, listings,
  * OpenAPI, and problem+json for bad input that changes nothing (I9).
  */
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { certsLayout } from '../../certs/src/layout.js';
 import { verifyChain } from '../../controller/src/audit.js';
 import { canonicalJson, sha256Hex } from '../../controller/src/canonical-json.js';
-import { decode, decodeSpec, type StackApply } from '../../protocol/src/index.js';
+import {
+  createSigner,
+  decode,
+  decodeSpec,
+  encodeTrustRoot,
+  type StackApply,
+} from '../../protocol/src/index.js';
 import { webCompose } from './helpers/compose.js';
 import { type Fixture, makeController } from './helpers/fixture.js';
-import { siteSigner } from './helpers/keys.js';
+import { seedOf, siteSigner } from './helpers/keys.js';
 
 const key = (site: string): string => Buffer.from(siteSigner(site).publicKey).toString('base64');
 
@@ -385,11 +395,19 @@ describe('API', () => {
       expect(Object.keys(doc.json.paths)).toContain(p);
     }
     expect(doc.json.paths['/v1/deployments'].post.requestBody).toBeDefined();
+    expect(doc.json.components.schemas.Problem.required).toEqual([
+      'type',
+      'title',
+      'status',
+      'detail',
+      'code',
+    ]);
+    expect(doc.json.components.securitySchemes.bearer).toEqual({ type: 'http', scheme: 'bearer' });
     const ui = await f.call('GET', '/docs', undefined, { token: null });
     expect([200, 302]).toContain(ui.status);
   });
 
-  it('reports the signing keys', async () => {
+  it('reports the signing keys and the trust root in certsDir', async () => {
     const f = await makeController({ approver: true });
     const r = await f.call('GET', '/v1/keys');
     expect(r.json.signing).toEqual({
@@ -398,5 +416,25 @@ describe('API', () => {
     });
     expect(r.json.approver.kid).toBe('appr-test-1');
     expect(r.json.trustRoot).toBeNull();
+
+    const root = createSigner('root-1', seedOf('root-1'));
+    const doc = encodeTrustRoot(
+      {
+        v: 1,
+        ver: 3,
+        iat: 1_767_225_600,
+        roots: [{ kid: root.kid, pub: root.publicKey }],
+        thr: 1,
+        keys: [{ kid: f.signer.kid, pub: f.signer.publicKey, types: ['stack.apply', 'heartbeat'] }],
+        crit: 1,
+      },
+      [root],
+    );
+    const file = certsLayout(f.dataDir).trustRoot;
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, doc);
+    const k = (await f.call('GET', '/v1/keys')).json;
+    expect(k.trustRoot).toMatchObject({ version: 3, threshold: 1, critical: 1, signingKeyListed: true });
+    expect(k.trustRoot.keys[0]).toMatchObject({ kid: f.signer.kid, types: ['stack.apply', 'heartbeat'] });
   });
 });

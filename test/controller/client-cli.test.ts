@@ -123,8 +123,11 @@ async function viewerToken(f: Fixture, groups = ['north']): Promise<string> {
   return t.json.token as string;
 }
 
-// biome-ignore lint/suspicious/noControlCharactersInRegex: asserting the absence of ANSI escapes
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching ANSI escape sequences
 const ANSI = /\x1b\[/;
+/** Cursor to the start of a previous line: a redraw in place. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching ANSI escape sequences
+const REDRAW = /\x1b\[\d+F/;
 
 describe('outpost CLI against a real controller', () => {
   it('enrols sites, pushes a stack, deploys with --watch until applied, then lists sites with their stacks', async () => {
@@ -303,7 +306,7 @@ describe('outpost CLI against a real controller', () => {
     const dep = await w.cli(['deploy', 'web@2', '--to', 'tag:region=north']);
     expect(dep.code).toBe(0);
     expect(dep.out).toMatch(/to tag:region=north, 0 site\(s\)/);
-    expect(dep.out).toMatch(/^skipped n1: .*\(pinned to web@1\)$/m);
+    expect(dep.out).toMatch(/^skipped n1: pinned to web@1$/m);
 
     const show = await w.cli(['sites', 'show', 'n1']);
     expect(show.code).toBe(0);
@@ -318,7 +321,7 @@ describe('outpost CLI against a real controller', () => {
     });
     expect(w.f.controller.store.sites.pins('n1')).toEqual({});
     const after = await w.cli(['sites', 'show', 'n2']);
-    expect(after.out).toMatch(/^ {4}1\s+stack\.apply\s+web@2\s+pending/m);
+    expect(after.out).toMatch(/^ {2}1\s+stack\.apply\s+web@2\s+pending/m);
   });
 
   it('exit codes by class: usage 2, not found 4, unreachable 5; --help has examples', async () => {
@@ -410,7 +413,7 @@ describe('outpost CLI against a real controller', () => {
     const ac = new AbortController();
     const watch = w.start(['status', '--watch', '--interval', '0.05'], { tty: true, signal: ac.signal });
     // A redraw moves the cursor back up over the previous frame.
-    await waitFor(() => /\x1b\[\d+F/.test(watch.out()), { message: 'a redraw' });
+    await waitFor(() => REDRAW.test(watch.out()), { message: 'a redraw' });
     ac.abort();
     const r = await watch.done;
     expect(r.code).toBe(130);
@@ -441,6 +444,48 @@ describe('outpost CLI against a real controller', () => {
     expect(r.code).toBe(1);
     expect(r.out).toContain('timed out: 1 of 1 site(s) not finished: n1 pending');
     expect(r.out).toMatch(/: 0\/1 applied\n$/);
+  });
+
+  it('deploy --watch exits 1 when a site fails, naming it and its reason; status lists the failure', async () => {
+    const w = await world({ broker: true });
+    await w.f.enrol('n1', ['north']);
+    await w.f.enrol('n2', ['north']);
+    await w.f.push('web', webCompose(1));
+    await w.site('n1');
+    const n2 = await w.site('n2', { autoAck: false });
+    await waitFor(async () => (await w.f.call('GET', '/v1/sites?online=true')).json.sites.length === 2, {
+      message: 'both sites online',
+    });
+    const watch = w.start([
+      'deploy',
+      'web',
+      '--to',
+      'group:north',
+      '--watch',
+      '--interval',
+      '0.1',
+      '--timeout',
+      '20',
+    ]);
+    await n2.waitSeqs(1);
+    const cmd = n2.commands()[0]!;
+    await n2.ackCommand(cmd, 'accepted');
+    await n2.ackCommand(cmd, 'failed', { rc: 'image-unavailable', msg: 'no mirror has it' });
+    const r = await watch.done;
+    expect(r.code, r.out + r.err).toBe(1);
+    const id = /deployment (d-[0-9a-f]{16})/.exec(r.out)![1]!;
+    expect(r.out).toMatch(/^n2 #1 failed \(image-unavailable.*\)$/m);
+    expect(r.out.endsWith(`${id} web@1 group:north: 1/2 applied, 1 failed\n`)).toBe(true);
+
+    const status = await w.cli(['status']);
+    expect(status.out).toMatch(
+      new RegExp(`^ {2}n2 #1 web@1 failed \\(image-unavailable.*\\) \\[${id}\\]$`, 'm'),
+    );
+    expect(status.out).toContain('applied 1/2 (pending 0, sent 0, accepted 0, failed 1)');
+    const j = JSON.parse((await w.cli(['status', '--json'])).out);
+    expect(j.failures).toEqual([
+      expect.objectContaining({ site: 'n2', seq: 1, status: 'failed', deployment: id }),
+    ]);
   });
 
   it('audit verify passes, then names the row changed by a direct SQLite UPDATE; export writes the log', async () => {
@@ -498,7 +543,10 @@ describe('outpost CLI against a real controller', () => {
 });
 
 describe('outpost CLI as a child process (cli/main.ts)', () => {
-  it('lists sites with --api/--token, and with OUTPOST_API plus the default .data/admin.token', async () => {
+  // Children start tsx from cold: give them room on a loaded machine.
+  it('lists sites with --api/--token, and with OUTPOST_API plus the default .data/admin.token', {
+    timeout: 90_000,
+  }, async () => {
     const w = await world();
     await w.f.enrol('pump-07', ['north'], { region: 'north' });
     const clean = { OUTPOST_API: undefined, OUTPOST_TOKEN: undefined };
@@ -526,5 +574,22 @@ describe('outpost CLI as a child process (cli/main.ts)', () => {
     );
     expect((await c.exited).code).toBe(4);
     expect(c.stderr()).toContain('outpost deploy: unknown-stack (404): no stack web');
+  });
+
+  it('status --watch in a child process stops cleanly on Ctrl-C (SIGINT, exit 130)', {
+    timeout: 60_000,
+  }, async () => {
+    const w = await world();
+    await w.f.enrol('n1', ['north']);
+    const p = spawnNode(
+      'cli/main.ts',
+      ['status', '--watch', '--interval', '0.2', '--api', w.url, '--token', ADMIN_TOKEN],
+      { OUTPOST_API: undefined, OUTPOST_TOKEN: undefined },
+      { cwd: w.cwd },
+    );
+    await p.waitForOutput('fleet: 1 site(s)', { timeoutMs: 20_000 });
+    const exit = await p.kill('SIGINT', { timeoutMs: 10_000 });
+    expect(exit).toEqual({ code: 130, signal: null });
+    expect(p.stderr()).toBe('stopped\n');
   });
 });

@@ -96,6 +96,11 @@ export async function registerApi(app: FastifyInstance, ctx: ApiContext): Promis
         name,
       })),
     },
+    // Shared schemas keep their $id as the component name (`#/components/schemas/Problem`).
+    refResolver: {
+      buildLocalReference: (json, _base, _fragment, i) =>
+        typeof json['$id'] === 'string' ? json['$id'] : `def-${i}`,
+    },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
