@@ -367,7 +367,7 @@ describe('outpost CLI against a real controller', () => {
     });
 
     const t0 = Date.now();
-    const watch = w.start(['status', '--watch', '--interval', '0.1', '--timeout', '4']);
+    const watch = w.start(['status', '--watch', '--interval', '0.1', '--timeout', '5']);
     await waitFor(() => watch.out().includes('fleet: 1 site(s), 1 online'), { message: 'first fleet line' });
     const dep = await w.f.call('POST', '/v1/deployments', { stack: 'web', target: { group: 'north' } });
     expect(dep.status).toBe(201);
@@ -384,11 +384,14 @@ describe('outpost CLI against a real controller', () => {
       message: 'the accepted line',
     });
     await site.ackCommand(site.commands()[0]!, 'applied');
+    await waitFor(() => watch.out().includes('failed 0) done'), { message: 'the applied line' });
+    await site.goOffline();
+    await waitFor(() => watch.out().includes('site n1 offline'), { message: 'the offline line' });
     const r = await watch.done;
     const elapsed = Date.now() - t0;
 
     expect(r.code, r.err).toBe(0);
-    expect(elapsed).toBeGreaterThanOrEqual(3_900);
+    expect(elapsed).toBeGreaterThanOrEqual(4_900);
     expect(elapsed).toBeLessThan(15_000);
     expect(r.out).not.toMatch(ANSI);
     const lines = r.out.trimEnd().split('\n');
@@ -399,7 +402,12 @@ describe('outpost CLI against a real controller', () => {
     // One line per change: no two consecutive progress lines are the same.
     const bodies = progress.map((l) => l.slice(9));
     expect(new Set(bodies).size).toBe(bodies.length);
-    expect(lines.at(-1)).toMatch(/stopped after --timeout 4s$/);
+    expect(lines.filter((l) => / site n1 /.test(l)).map((l) => l.slice(9))).toEqual(['site n1 offline']);
+    expect(lines.at(-2)).toMatch(/ site n1 offline$/);
+    expect(lines.at(-3)).toMatch(
+      /fleet: 1 site\(s\), 0 online, 1 offline, 0 unknown; 0 command\(s\) in flight$/,
+    );
+    expect(lines.at(-1)).toMatch(/stopped after --timeout 5s$/);
   });
 
   it('status --watch on a TTY redraws in place with progress bars; Ctrl-C restores the cursor (exit 130)', async () => {
@@ -424,6 +432,20 @@ describe('outpost CLI against a real controller', () => {
     expect(r.out).toContain('░'.repeat(30));
     expect(r.out).toContain('applied 0/2 (pending 2, sent 0, accepted 0, failed 0)');
     expect(r.err).toBe('stopped\n');
+
+    // --json: JSON lines, one event per change, then the end.
+    const j = await w.cli(['status', '--watch', '--json', '--interval', '0.05', '--timeout', '0.5'], {
+      tty: true,
+    });
+    expect(j.code).toBe(0);
+    expect(j.out).not.toMatch(ANSI);
+    const events = j.out
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { event: string });
+    expect(events.map((e) => e.event)).toEqual(['fleet', 'deployment', 'end']);
+    expect(events[0]).toMatchObject({ sites: { total: 2, unknown: 2 }, inFlight: { pending: 2 } });
+    expect(events[1]).toMatchObject({ stack: 'web', rev: 1, total: 2, counts: { pending: 2 }, done: false });
   });
 
   it('deploy --watch gives up at --timeout with exit 1 and names the unfinished sites', async () => {

@@ -142,6 +142,15 @@ function failureText(x: Failure): string {
   return `${x.site} #${x.seq} ${x.stack}@${x.rev} ${x.status}${x.reason ? ` (${x.reason})` : ''} [${x.deployment}]`;
 }
 
+/** `@2: 3  @1: 1  (1 converging)`: how many sites run which revision. */
+function distribution(s: Fleet['stacks'][string]): string {
+  const revs = Object.entries(s.revisions)
+    .sort((a, b) => Number(b[0]) - Number(a[0]))
+    .map(([r, n]) => `@${r}: ${n}`)
+    .join('  ');
+  return `${revs}${s.converging ? `  (${s.converging} converging)` : ''}`;
+}
+
 /** The human view (also the body of the terminal live display). */
 export function render(f: Fleet, color: boolean): string {
   let t = `${fleetLine(f)}\n`;
@@ -149,11 +158,7 @@ export function render(f: Fleet, color: boolean): string {
   t += '\nstacks (running revision: sites)\n';
   if (stacks.length === 0) t += '  none reported\n';
   for (const [name, s] of stacks) {
-    const revs = Object.entries(s.revisions)
-      .sort((a, b) => Number(b[0]) - Number(a[0]))
-      .map(([r, n]) => `@${r}: ${n}`)
-      .join('  ');
-    t += `  ${name.padEnd(20)} ${revs}${s.converging ? `  (${s.converging} converging)` : ''}\n`;
+    t += `  ${name.padEnd(20)} ${distribution(s)}\n`;
   }
   t += `\ndeployments (latest ${f.deployments.length})\n`;
   if (f.deployments.length === 0) t += '  none\n';
@@ -190,6 +195,11 @@ function changes(
         event: { event: 'site', site: s.id, online: s.online },
       });
     }
+  }
+  for (const [name, st] of Object.entries(f.stacks)) {
+    const was = prev?.fleet.stacks[name];
+    if (!was || distribution(was) !== distribution(st))
+      out.push({ text: `stack ${name} ${distribution(st)}`, event: { event: 'stack', stack: name, ...st } });
   }
   const before = new Map((prev?.fleet.deployments ?? []).map((p) => [p.id, progressLine(p)]));
   for (const p of [...f.deployments].reverse()) {
