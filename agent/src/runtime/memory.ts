@@ -57,7 +57,14 @@ export interface MemoryRuntimeOptions {
   readonly reconcileIntervalMs?: number;
   /** Site policy, checked before anything is touched (as DockerRuntime does). */
   readonly policy?: RuntimePolicy;
+  /**
+   * What a service's image does here: `ok`, `unhealthy` (runs, never becomes healthy: the health gate
+   * rolls it back) or `missing` (cannot be obtained: `image-unavailable`, nothing touched).
+   */
+  readonly image?: (svc: Service) => ImageBehaviour;
 }
+
+export type ImageBehaviour = 'ok' | 'unhealthy' | 'missing';
 
 interface Failure {
   readonly kind: 'apply' | 'health';
@@ -79,6 +86,8 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export class MemoryRuntime implements StackRuntime {
   /** stack -> service -> container */
   private readonly stacks = new Map<string, Map<string, Container>>();
+  /** The last target converged per stack (its revision is the stack's while every hash matches). */
+  private readonly targets = new Map<string, DesiredStack>();
   private readonly failures = new Map<string, Failure>();
   private readonly unhealthy = new Set<string>();
   private readonly delays = new Map<string, number>();
@@ -158,8 +167,9 @@ export class MemoryRuntime implements StackRuntime {
         h: this.health(name, n, c),
         rs: c.restarts,
       }));
-      const rev = Math.max(...[...svcs.values()].map((c) => c.rev));
-      out.push({ name, rev, want: rev, h: aggregate(svc.map((s) => s.h)), svc });
+      const t = this.targets.get(name);
+      const rev = t && this.matches(t, false) ? t.rev : Math.max(...[...svcs.values()].map((c) => c.rev));
+      out.push({ name, rev, want: t?.rev ?? rev, h: aggregate(svc.map((s) => s.h)), svc });
     }
     return out;
   }
@@ -175,14 +185,25 @@ export class MemoryRuntime implements StackRuntime {
       if (hit?.kind === 'apply') {
         return { status: 'failed', reason: hit.reason, detail: `injected ${hit.reason}` } as const;
       }
+      const missing = Object.entries(target.spec.svc).find(([, sv]) => this.behaviour(sv) === 'missing');
+      if (missing) {
+        return {
+          status: 'failed',
+          reason: 'image-unavailable',
+          detail: `${missing[0]}: image ${missing[1].img} is not available`,
+        } as const;
+      }
       this.converge(target, true);
-      if (hit?.kind === 'health') {
+      const sick = Object.entries(target.spec.svc).find(
+        ([n, sv]) => this.behaviour(sv) === 'unhealthy' || this.unhealthy.has(`${target.name}/${n}`),
+      );
+      if (hit?.kind === 'health' || sick) {
         if (previous) this.converge(previous, false);
         else this.removeStack(target.name, false);
         return {
           status: 'rolled-back',
-          reason: hit.reason,
-          detail: 'injected health failure',
+          reason: 'health-timeout',
+          detail: sick ? `${sick[0]} never became healthy` : 'injected health failure',
           restoredRev: previous?.rev ?? 0,
         } as const;
       }
@@ -191,14 +212,16 @@ export class MemoryRuntime implements StackRuntime {
   }
 
   async inEffect(target: DesiredStack): Promise<boolean> {
-    const svcs = this.stacks.get(target.name);
-    if (!svcs) return false;
-    const want = Object.entries(target.spec.svc);
-    if (svcs.size !== want.length) return false;
-    return want.every(([n, s]) => {
-      const c = svcs.get(n);
-      return c?.running && c.rev === target.rev && c.hash === serviceHash(s);
-    });
+    return this.matches(target, true);
+  }
+
+  /** Public probes for tests and the conformance suite. */
+  startedAt(stack: string, svc: string): number | undefined {
+    return this.stacks.get(stack)?.get(svc)?.startedAt;
+  }
+
+  units(stack: string): number {
+    return this.stacks.get(stack)?.size ?? 0;
   }
 
   remove(stack: string, opts: { volumes: boolean }): Promise<void> {
@@ -253,7 +276,25 @@ export class MemoryRuntime implements StackRuntime {
 
   private health(stack: string, svc: string, c: Container): Health {
     if (!c.running) return 'stopped';
-    return this.unhealthy.has(`${stack}/${svc}`) ? 'unhealthy' : 'healthy';
+    const spec = this.targets.get(stack)?.spec.svc[svc];
+    const sick = spec !== undefined && c.hash === serviceHash(spec) && this.behaviour(spec) === 'unhealthy';
+    return sick || this.unhealthy.has(`${stack}/${svc}`) ? 'unhealthy' : 'healthy';
+  }
+
+  private behaviour(svc: Service): ImageBehaviour {
+    return this.opts.image?.(svc) ?? 'ok';
+  }
+
+  /** Every service of `target` has a container with its hash (running, when asked); nothing extra. */
+  private matches(target: DesiredStack, running: boolean): boolean {
+    const svcs = this.stacks.get(target.name);
+    if (!svcs) return false;
+    const want = Object.entries(target.spec.svc);
+    if (svcs.size !== want.length) return false;
+    return want.every(([n, sv]) => {
+      const c = svcs.get(n);
+      return c !== undefined && (!running || c.running) && c.hash === serviceHash(sv);
+    });
   }
 
   /** Serialises work on one stack (apply, remove, restart and the reconciler). */
@@ -286,7 +327,8 @@ export class MemoryRuntime implements StackRuntime {
     for (const [n, s] of Object.entries(target.spec.svc)) {
       const hash = serviceHash(s);
       let c = svcs.get(n);
-      if (c && (c.rev !== target.rev || c.hash !== hash)) {
+      // A container's identity is its spec hash: a revision that leaves a service unchanged keeps it.
+      if (c && c.hash !== hash) {
         svcs.delete(n);
         this.record('remove', target.name, n, c);
         c = undefined;
@@ -305,6 +347,7 @@ export class MemoryRuntime implements StackRuntime {
         changed = true;
       }
     }
+    this.targets.set(target.name, target);
     return changed;
   }
 
@@ -312,6 +355,7 @@ export class MemoryRuntime implements StackRuntime {
     const svcs = this.stacks.get(stack);
     for (const [n, c] of svcs ?? []) this.record('remove', stack, n, c);
     this.stacks.delete(stack);
+    this.targets.delete(stack);
     if (volumes) this.record('volumes-removed', stack, '', { rev: 0, hash: '' });
   }
 
