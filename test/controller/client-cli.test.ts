@@ -8,6 +8,8 @@
  * log's hash chain verifies, and after a direct SQLite UPDATE the CLI names the tampered row.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
@@ -355,6 +357,36 @@ describe('outpost CLI against a real controller', () => {
       'outpost sites: unreachable: cannot reach the controller API at http://127.0.0.1:9',
     );
     expect(down.err).toContain('hint: is the controller running?');
+
+    // A controller that accepts the connection and never answers: bounded by --request-timeout.
+    const silent = createServer(() => undefined);
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    onCurrentTestFinished(() => {
+      silent.closeAllConnections();
+      return new Promise<void>((r) => silent.close(() => r()));
+    });
+    const port = (silent.address() as AddressInfo).port;
+    const t0 = Date.now();
+    const slow = await w.cli(['sites', '--api', `http://127.0.0.1:${port}`, '--request-timeout', '0.3']);
+    expect(slow.code).toBe(5);
+    expect(slow.err).toContain(
+      `outpost sites: timeout: no answer from http://127.0.0.1:${port} within 0.3 s`,
+    );
+    expect(Date.now() - t0).toBeLessThan(5_000);
+
+    // Token files: an explicit one must exist and hold a token; a wrong one is refused by the API.
+    const missingFile = await w.cli(['sites', '--token-file', 'nope.token'], { token: null });
+    expect(missingFile.code).toBe(2);
+    expect(missingFile.err).toContain('--token-file: cannot read');
+    writeFileSync(join(w.cwd, 'empty.token'), '\n');
+    expect((await w.cli(['sites', '--token-file', 'empty.token'], { token: null })).code).toBe(2);
+    writeFileSync(join(w.cwd, 'wrong.token'), 'opt_000000000000_wrong\n');
+    const wrong = await w.cli(['sites', '--token-file', 'wrong.token'], { token: null });
+    expect(wrong.code).toBe(3);
+    expect(wrong.err).toContain(`hint: the token from ${join(w.cwd, 'wrong.token')} was refused`);
+    // An explicit --token-file wins over OUTPOST_TOKEN (here the valid admin token).
+    expect((await w.cli(['sites', '--token-file', 'wrong.token'])).code).toBe(3);
+    expect((await w.cli(['sites', '--token-file', 'wrong.token', '--token', ADMIN_TOKEN])).code).toBe(0);
   });
 
   it('status --watch without a TTY prints one line per change and stops at --timeout', async () => {

@@ -4,8 +4,8 @@
  *
  * Connection, highest precedence first:
  *   API:   --api URL, $OUTPOST_API, http://127.0.0.1:8080
- *   token: --token T, $OUTPOST_TOKEN, --token-file FILE, .data/admin.token (when it exists; `outpost up`
- *          writes its bootstrap admin token there)
+ *   token: --token T, --token-file FILE, $OUTPOST_TOKEN, .data/admin.token (relative to the working
+ *          directory, when it exists; `outpost up` writes its bootstrap admin token there)
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -27,14 +27,15 @@ export const GLOBAL_OPTIONS = {
 
 export const GLOBAL_HELP = `connection (every command):
   --api URL             controller API (env OUTPOST_API, default ${DEFAULT_API})
-  --token T             bearer token (env OUTPOST_TOKEN)
-  --token-file FILE     read the token from FILE (default ${DEFAULT_TOKEN_FILE} when it exists:
-                        'outpost up' writes its bootstrap admin token there)
+  --token T             bearer token
+  --token-file FILE     read the token from FILE
+                        without either: env OUTPOST_TOKEN, else ${DEFAULT_TOKEN_FILE} in the working
+                        directory when it exists ('outpost up' writes its bootstrap admin token there)
   --request-timeout S   per-request timeout (default 30s)
   --json                machine-readable output (JSON; JSON lines for --watch)
 
-exit codes: 0 ok, 1 the outcome is bad (broken audit chain, failed or unfinished deployment),
-  2 usage, 3 unauthorized or forbidden, 4 not found or invalid, 5 server error or unreachable,
+exit codes: 0 ok, 1 the outcome is bad (broken audit chain, failed or unfinished deployment) or
+  a local error, 2 usage, 3 unauthorized or forbidden, 4 not found or invalid, 5 server error or unreachable,
   130 interrupted.
 `;
 
@@ -78,7 +79,7 @@ export function makeCtx(io: Io, v: GlobalValues, signal: AbortSignal): Ctx {
       source = '--token';
       return v.token;
     }
-    if (io.env['OUTPOST_TOKEN']) {
+    if (!v['token-file'] && io.env['OUTPOST_TOKEN']) {
       source = 'OUTPOST_TOKEN';
       return io.env['OUTPOST_TOKEN'];
     }
