@@ -56,6 +56,18 @@ function bootstrapAdmin(store: Store, adminToken: string | undefined): string | 
       store.audit.append({ actor: 'controller', action: 'user.bootstrap', target: 'admin', outcome: 'ok' });
     };
     if (adminToken) {
+      // A changed adminToken replaces the previous one: an old config secret must not stay valid.
+      const revoked = store.users.revokeConfigTokensExcept(hashToken(adminToken), now);
+      if (revoked > 0) {
+        store.audit.append({
+          actor: 'controller',
+          action: 'token.revoke',
+          target: 'admin',
+          outcome: 'ok',
+          detail: { bootstrap: revoked },
+        });
+      }
+      // Present (or revoked by an admin: a revocation sticks until the setting changes).
       if (store.users.hasTokenHash(hashToken(adminToken))) return undefined;
       ensureAdmin();
       const t = store.users.addToken({
@@ -182,10 +194,12 @@ export async function buildController(opts: ControllerOptions): Promise<Controll
         return { url };
       },
       async close() {
-        await publisher.close();
-        ingest.flush();
+        // Stop producing, stop the inputs, then record what arrived, then close the database.
+        publisher.stop();
         await api.close();
         if (mqtt) await mqtt.close();
+        publisher.finish();
+        ingest.close();
         db.close();
       },
     };

@@ -77,6 +77,7 @@ export class Ingest {
   private queue: ((now: number) => void)[] = [];
   private progressedSites = new Set<string>();
   private flushScheduled = false;
+  private closed = false;
   private readonly counts = { acks: 0, states: 0, statuses: 0, ignored: {} as Record<string, number> };
 
   constructor(
@@ -167,7 +168,14 @@ export class Ingest {
     return status;
   }
 
+  /** Commits what is queued; later messages are dropped (their commands are resent, [OUT-8]). */
+  close(): void {
+    this.flush();
+    this.closed = true;
+  }
+
   private enqueue(effect: (now: number) => void): void {
+    if (this.closed) return;
     this.queue.push(effect);
     if (this.flushScheduled) return;
     this.flushScheduled = true;
@@ -177,6 +185,7 @@ export class Ingest {
   /** Commits queued effects in one transaction. */
   flush(): void {
     this.flushScheduled = false;
+    if (this.closed) return;
     const batch = this.queue;
     this.queue = [];
     if (batch.length === 0) return;

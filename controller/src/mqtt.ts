@@ -79,7 +79,13 @@ export function connectMqtt(
           .publishAsync(topics.controllerStatus(), liveness(false, 'shutdown'), { qos: 1, retain: true })
           .catch(() => undefined);
       }
-      await client.endAsync();
+      // Give in-flight publishes up to 2 s for their PUBACKs, then disconnect (forcibly if some are
+      // still out: the outbox resends whatever was not recorded, [OUT-5]).
+      const deadline = Date.now() + 2000;
+      while (Object.keys(client.outgoing).length > 0 && client.connected && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await client.endAsync(Object.keys(client.outgoing).length > 0 || !client.connected);
     },
   };
 }

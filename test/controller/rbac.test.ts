@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { verifyChain } from '../../controller/src/audit.js';
 import { decode } from '../../protocol/src/index.js';
+import { tmpDir } from '../helpers/index.js';
 import { webCompose } from './helpers/compose.js';
 import { type Fixture, makeController } from './helpers/fixture.js';
 
@@ -140,5 +141,36 @@ describe('RBAC', () => {
       appr?: Uint8Array[];
     };
     expect(body.appr).toHaveLength(1);
+  });
+});
+
+describe('bootstrap admin', () => {
+  it('prints a generated token once; a configured token replaces the previous configured one', async () => {
+    const dataDir = tmpDir('boot');
+    const first = await makeController({ dataDir, config: { adminToken: undefined } });
+    const generated = first.controller.bootstrapToken;
+    expect(generated).toMatch(/^opt_[0-9a-f]{12}_/);
+    expect((await first.call('GET', '/v1/whoami', undefined, { token: generated! })).json).toMatchObject({
+      name: 'admin',
+      role: 'admin',
+      groups: ['*'],
+    });
+    await first.close();
+
+    const again = await makeController({ dataDir, config: { adminToken: undefined } });
+    expect(again.controller.bootstrapToken).toBeUndefined();
+    expect((await again.call('GET', '/v1/whoami', undefined, { token: generated! })).status).toBe(200);
+    await again.close();
+
+    const a = 'configured-token-a-0123456789abcdef';
+    const b = 'configured-token-b-0123456789abcdef';
+    const withA = await makeController({ dataDir, config: { adminToken: a } });
+    expect((await withA.call('GET', '/v1/whoami', undefined, { token: a })).status).toBe(200);
+    await withA.close();
+    const withB = await makeController({ dataDir, config: { adminToken: b } });
+    expect((await withB.call('GET', '/v1/whoami', undefined, { token: b })).status).toBe(200);
+    expect((await withB.call('GET', '/v1/whoami', undefined, { token: a })).status).toBe(401);
+    expect((await withB.call('GET', '/v1/whoami', undefined, { token: generated! })).status).toBe(200);
+    expect(verifyChain(withB.controller.store.db)).toMatchObject({ ok: true });
   });
 });

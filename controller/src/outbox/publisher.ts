@@ -82,6 +82,7 @@ export class Publisher {
   private readonly sending = new Set<string>();
   private sent: Outgoing[] = [];
   private flushScheduled = false;
+  private finished = false;
   private readonly stats = { issued: 0, sends: 0, retries: 0, expired: 0, heartbeats: 0, publishErrors: 0 };
 
   constructor(private readonly deps: PublisherDeps) {
@@ -99,10 +100,17 @@ export class Publisher {
     this.kick({ sweep: true });
   }
 
-  async close(): Promise<void> {
+  /** Stops issuing, sending and housekeeping; PUBACKs still arriving are recorded by finish(). */
+  stop(): void {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+  }
+
+  /** Records the PUBACKs received so far and ignores any later ones (the database is about to close). */
+  finish(): void {
+    this.stop();
     this.flush();
+    this.finished = true;
   }
 
   /**
@@ -276,7 +284,7 @@ export class Publisher {
 
   /** Records PUBACKed sends: attempts and the next retry time (exponential backoff). */
   private flush(): void {
-    if (this.sent.length === 0) return;
+    if (this.finished || this.sent.length === 0) return;
     const batch = this.sent;
     this.sent = [];
     const now = this.store.now();

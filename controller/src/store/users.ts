@@ -164,6 +164,13 @@ export class UsersRepo {
     return r ? toToken(r) : undefined;
   }
 
+  /** Revokes the tokens registered from an earlier `adminToken` setting (description `bootstrap (config)`). */
+  revokeConfigTokensExcept(hash: string, now: number): number {
+    return this.prepare(
+      `UPDATE tokens SET revoked_at = ? WHERE description = 'bootstrap (config)' AND hash != ? AND revoked_at IS NULL`,
+    ).run(now, hash).changes;
+  }
+
   revokeToken(id: string, now: number): boolean {
     return (
       this.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(now, id)
