@@ -42,9 +42,16 @@ export const RolloutStatusSchema = Type.Object(
     stack: Type.String({ maxLength: 63 }),
     rev: Type.Integer({ minimum: 1, maximum: 0xffff_ffff }),
     state: Type.Union(
-      ['pending', 'running', 'paused', 'succeeded', 'aborting', 'aborted', 'failed'].map((s) =>
-        Type.Literal(s),
-      ),
+      [
+        'pending',
+        'running',
+        'paused',
+        'awaiting-approval',
+        'rolling-back',
+        'completed',
+        'aborted',
+        'rolled-back',
+      ].map((s) => Type.Literal(s)),
     ),
     /** ISO 8601 time this status was written; consumers compute its age from it. */
     ts: Time,
