@@ -164,6 +164,7 @@ export async function buildController(opts: ControllerOptions): Promise<Controll
       kick: () => publisher.kick(),
       invalidateSite: (site) => ingest.invalidate(site),
       trustRoot,
+      staleMs: config.outbox.heartbeatSec > 0 ? 3 * config.outbox.heartbeatSec * 1000 + 60_000 : 0,
       stats: () => ({
         mqtt: { connected: port.connected },
         outbox: publisher.snapshot(),

@@ -2,10 +2,9 @@
  * Uplink ingest: `site/+/ack`, `site/+/state` (signed, verified with the site's enrolled uplink key)
  * and `site/+/status` (retained JSON, the agent's last will sets it offline).
  *
- * Verification runs as messages arrive; their effects are committed in batches (one transaction per
- * burst), which keeps a 10,000-site rollout's acks cheap on a real disk. An ack lost to a crash before
- * its batch commits is not lost for good: its command is still `published`, the publisher resends it,
- * and the agent re-acks a duplicate with its recorded status ([ORD-4]).
+ * Each message is verified and its effect committed synchronously in the MQTT message handler, so the
+ * client PUBACKs it only after the commit (I5; mqtt.js acknowledges a QoS 1 message after its handlers
+ * ran). A crash can therefore lose no acknowledged ack: the broker redelivers what was not PUBACKed.
  *
  * Forged, unknown-key, malformed or misdirected messages are counted by reason code, logged (site,
  * topic, code; never payloads) and ignored (I9).
@@ -74,9 +73,7 @@ export function mergeState(current: SiteState | null, s: State): SiteState {
 
 export class Ingest {
   private readonly keys = new Map<string, Uint8Array | null>();
-  private queue: ((now: number) => void)[] = [];
   private progressedSites = new Set<string>();
-  private flushScheduled = false;
   private closed = false;
   private readonly counts = { acks: 0, states: 0, statuses: 0, ignored: {} as Record<string, number> };
 
@@ -123,13 +120,13 @@ export class Ingest {
         case 'ack': {
           const ack = openAck(payload, this.keyFor, t.site);
           this.counts.acks++;
-          this.enqueue((now) => this.applyAck(ack, now));
+          this.commit((now) => this.applyAck(ack, now));
           return;
         }
         case 'state': {
           const state = openState(payload, this.keyFor, t.site);
           this.counts.states++;
-          this.enqueue((now) => this.applyState(state, now));
+          this.commit((now) => this.applyState(state, now));
           return;
         }
         case 'status': {
@@ -137,7 +134,7 @@ export class Ingest {
           const status = this.parseStatus(payload, t.site);
           if (!status) return;
           this.counts.statuses++;
-          this.enqueue((now) => this.applyStatus(status, now));
+          this.commit((now) => this.applyStatus(status, now));
           return;
         }
         default:
@@ -168,38 +165,24 @@ export class Ingest {
     return status;
   }
 
-  /** Commits what is queued; later messages are dropped (their commands are resent, [OUT-8]). */
+  /** Stops applying messages (the database is about to close; the broker redelivers what was not PUBACKed). */
   close(): void {
-    this.flush();
     this.closed = true;
   }
 
-  private enqueue(effect: (now: number) => void): void {
+  /** Commits one message's effect before returning (and so before its PUBACK). */
+  private commit(effect: (now: number) => void): void {
     if (this.closed) return;
-    this.queue.push(effect);
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(() => this.flush());
-  }
-
-  /** Commits queued effects in one transaction. */
-  flush(): void {
-    this.flushScheduled = false;
-    if (this.closed) return;
-    const batch = this.queue;
-    this.queue = [];
-    if (batch.length === 0) return;
-    const now = this.store.now();
     try {
-      this.store.tx(() => {
-        for (const effect of batch) effect(now);
-      });
+      this.store.tx(() => effect(this.store.now()));
     } catch (err) {
-      this.log.error({ err, messages: batch.length }, 'ingest batch failed');
+      this.log.error({ err }, 'ingest commit failed');
     }
-    const sites = this.progressedSites;
-    this.progressedSites = new Set();
-    if (sites.size > 0) this.hooks.progressed(sites);
+    if (this.progressedSites.size > 0) {
+      const sites = this.progressedSites;
+      this.progressedSites = new Set();
+      this.hooks.progressed(sites);
+    }
   }
 
   private applyAck(ack: Ack, now: number): void {

@@ -201,6 +201,24 @@ describe('API', () => {
     expect(pinnedDep.json.commands).toHaveLength(1);
   });
 
+  it('reports a site silent for 3 heartbeat intervals as stale and offline ([OUT-9])', async () => {
+    let clock = Date.now();
+    const f = await makeController({ now: () => clock, config: { outbox: { heartbeatSec: 60 } } });
+    await f.enrol('q1');
+    const status = { v: 1, site: 'q1', online: true, ts: new Date(clock).toISOString() };
+    f.controller.ingest.handle('outpost/v1/site/q1/status', Buffer.from(JSON.stringify(status)));
+    expect((await f.call('GET', '/v1/sites/q1')).json).toMatchObject({ online: true, stale: false, age: 0 });
+    clock += 3 * 60_000 + 61_000;
+    expect((await f.call('GET', '/v1/sites/q1')).json).toMatchObject({
+      online: false,
+      stale: true,
+      status: { online: true },
+    });
+    expect(
+      (await f.call('GET', '/v1/sites?online=false')).json.sites.map((x: { id: string }) => x.id),
+    ).toEqual(['q1']);
+  });
+
   describe('bad input gets problem+json and changes nothing (I9)', () => {
     const cases: [string, string, string, unknown, number, string, RegExp?][] = [
       [

@@ -38,6 +38,8 @@ export interface ApiContext {
   /** The trust root document in certsDir, when present. */
   trustRoot(): TrustRoot | undefined;
   stats(): Record<string, unknown>;
+  /** Silence after which an online site is reported stale (0: never). */
+  readonly staleMs: number;
 }
 
 const ROLE_ACCESS: Record<Role, readonly Access[]> = {

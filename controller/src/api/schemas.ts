@@ -59,7 +59,14 @@ export const SiteView = Type.Object({
   groups: Type.Array(Type.String()),
   enrolledAt: Time,
   uplinkKey: Type.String({ description: 'Ed25519 uplink public key, base64 (32 bytes)' }),
-  online: Nullable(Type.Boolean({ description: 'from the retained status (last will); null: never heard' })),
+  online: Nullable(
+    Type.Boolean({
+      description: 'from the retained status (last will); false when stale; null: never heard',
+    }),
+  ),
+  stale: Type.Boolean({
+    description: 'status says online but the site has been silent for over 3 heartbeat intervals',
+  }),
   lastContact: Nullable(Time),
   age: Nullable(Type.Number({ description: 'seconds since the last message from the site' })),
   status: Nullable(Type.Unknown({ description: 'the retained SiteStatus JSON' })),

@@ -133,7 +133,7 @@ export async function siteRoutes(app: FastifyInstance, ctx: ApiContext): Promise
         };
       });
       ctx.invalidateSite(b.id);
-      return reply.code(201).send(siteView(site, store.now()));
+      return reply.code(201).send(siteView(site, store.now(), ctx.staleMs));
     },
   );
 
@@ -163,12 +163,13 @@ export async function siteRoutes(app: FastifyInstance, ctx: ApiContext): Promise
             inScope(actor, s.groups) &&
             (q.group === undefined || s.groups.includes(q.group)) &&
             (terms === undefined || matches(s.labels, terms)) &&
-            (q.online === undefined || (s.online === true) === q.online) &&
             (q.after === undefined || s.id > q.after),
-        );
+        )
+        .map((s) => siteView(s, now, ctx.staleMs))
+        .filter((v) => q.online === undefined || (v.online === true) === q.online);
       const page = all.slice(0, q.limit);
       const next = all.length > q.limit ? page[page.length - 1]?.id : undefined;
-      return { sites: page.map((s) => siteView(s, now)), ...(next ? { next } : {}) };
+      return { sites: page, ...(next ? { next } : {}) };
     },
   );
 
@@ -195,7 +196,7 @@ export async function siteRoutes(app: FastifyInstance, ctx: ApiContext): Promise
       const s = siteOr404(site);
       assertSitesInScope(ctx, actor, [site]);
       return {
-        ...siteView(s, store.now()),
+        ...siteView(s, store.now(), ctx.staleMs),
         overrides: store.sites.overrides(site),
         pins: store.sites.pins(site),
       };
@@ -241,7 +242,7 @@ export async function siteRoutes(app: FastifyInstance, ctx: ApiContext): Promise
         };
       });
       ctx.invalidateSite(site);
-      return siteView(s, store.now());
+      return siteView(s, store.now(), ctx.staleMs);
     },
   );
 

@@ -10,14 +10,21 @@ export const hex = (b: Uint8Array | null): string | null =>
 const age = (now: number, t: number | null): number | null =>
   t === null ? null : Math.max(0, (now - t) / 1000);
 
-export function siteView(s: Site, now: number) {
+/**
+ * `staleMs`: a site whose status says online but that has been silent longer than this is reported
+ * offline and `stale` (0: never; [OUT-9]).
+ */
+export function siteView(s: Site, now: number, staleMs = 0) {
+  const silentFor = now - (s.lastContact ?? s.enrolledAt);
+  const stale = staleMs > 0 && s.online === true && silentFor > staleMs;
   return {
     id: s.id,
     labels: s.labels,
     groups: s.groups,
     enrolledAt: iso(s.enrolledAt),
     uplinkKey: Buffer.from(s.uplinkPub).toString('base64'),
-    online: s.online,
+    online: stale ? false : s.online,
+    stale,
     lastContact: isoOrNull(s.lastContact),
     age: age(now, s.lastContact),
     status: s.status,
