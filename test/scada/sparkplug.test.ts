@@ -6,7 +6,7 @@
  * on NCMD, primary host STATE, and bdSeq/alias persistence across restarts and crashes (the NDEATH
  * will's bdSeq equals the session's NBIRTH bdSeq).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
@@ -326,6 +326,41 @@ describe('Sparkplug B edge nodes (Mosquitto, independent decoder)', () => {
       message: 'births after the wait',
     });
     expect(Date.now() - t).toBeGreaterThanOrEqual(600);
+  });
+
+  it('nodes: site makes one edge node (own connection and NDEATH will) per site; an unreadable state file is set aside', async () => {
+    const broker = await mosquitto({ conf: 'allow_anonymous true\nconnection_messages true\nlog_type all' });
+    const obs = await observe(broker.url);
+    const dir = tmpDir('spsite');
+    const stateFile = join(dir, 'sparkplug.json');
+    writeFileSync(stateFile, '{ not json');
+    const rig = startSparkplug(
+      broker.url,
+      { nodes: 'site' },
+      [site('a1'), site('b2', { groups: [], online: false })],
+      stateFile,
+    );
+    const h = obs.host;
+    await waitFor(() => h.node('a1')?.devices.get('a1') && h.node('b2')?.devices.get('b2'), {
+      message: 'births per site',
+    });
+    expect(h.node('a1')!.bdSeq).toBe(0);
+    expect(h.node('b2')!.devices.get('b2')!.alive).toBe(false);
+    expect(rig.sp.stats().nodes.map((n) => [n.node, n.connected, n.devices])).toEqual([
+      ['a1', true, 1],
+      ['b2', true, 1],
+    ]);
+    await waitFor(() => /controller\.sp-a1/.test(broker.logs()) && /controller\.sp-b2/.test(broker.logs()), {
+      message: 'one MQTT client per node',
+    });
+    expect(readdirSync(dir).some((f) => f.startsWith('sparkplug.json.bad-'))).toBe(true);
+    expect(JSON.parse(readFileSync(stateFile, 'utf8'))).toMatchObject({ v: 1 });
+    // A site that disappears from the source takes its edge node with it (NDEATH).
+    rig.sites = [rig.sites[0]!];
+    rig.sp.notify();
+    await waitFor(() => obs.of('NDEATH', 'b2').length === 1, { message: 'NDEATH of the removed node' });
+    expect(h.node('b2')!.deaths).toEqual([0]);
+    expect(h.violations).toEqual([]);
   });
 
   it('bdSeq: the NDEATH will carries the session NBIRTH bdSeq; restarts and reconnects use the next one, wrapping 255 -> 0; aliases stay the same', async () => {
