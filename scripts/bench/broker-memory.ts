@@ -47,7 +47,7 @@ export interface MemoryResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Lets the broker finish what the last acknowledged packets started (aedes enqueues after PUBACK). */
-const SETTLE_MS = 500;
+const SETTLE_MS = 300;
 
 /**
  * One-time costs (lazy compilation and inline caches of every path, prepared statements, pools) are
@@ -55,13 +55,13 @@ const SETTLE_MS = 500;
  * reconnect and drain), then are discarded with a clean=true connection.
  */
 async function warmUp(t: Target, c: MemoryConfig): Promise<void> {
-  const ids = Array.from({ length: 50 }, (_, i) => `warm-${String(i).padStart(3, '0')}`);
+  const ids = Array.from({ length: 25 }, (_, i) => `warm-${String(i).padStart(3, '0')}`);
   await inBatches(ids, 25, async (id) => {
     const cl = await open(t, id, 'agent', false);
     await cl.subscribeAsync(cmdTopic(id), { qos: 1 });
     await close(cl);
   });
-  const perClient = 20;
+  const perClient = 10;
   const pub = await open(t, 'controller', 'controller', true);
   try {
     const p = new Payloads(c.messageBytes);
@@ -124,7 +124,7 @@ export async function measureMemory(kind: BrokerKind, c: MemoryConfig): Promise<
 
     // Offline sessions: connect, subscribe, disconnect.
     const addSessions = (ids: readonly string[]) =>
-      inBatches(ids, 50, async (id) => {
+      inBatches(ids, 100, async (id) => {
         const cl = await open(t, id, 'agent', false);
         await cl.subscribeAsync(cmdTopic(id), { qos: 1 });
         await close(cl);
@@ -152,7 +152,7 @@ export async function measureMemory(kind: BrokerKind, c: MemoryConfig): Promise<
 
     // Connected idle sites (clean=false, subscribed).
     const connect = (ids: readonly string[]) =>
-      inBatches(ids, 50, async (id) => {
+      inBatches(ids, 100, async (id) => {
         const cl = await open(t, id, 'agent', false);
         clients.push(cl);
         await cl.subscribeAsync(cmdTopic(id), { qos: 1 });
