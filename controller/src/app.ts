@@ -136,6 +136,7 @@ export async function buildController(opts: ControllerOptions): Promise<Controll
       config.mqtt.prefix,
       { progressed: () => publisher.kick(), online: (site) => publisher.siteOnline(site) },
       log.child({ component: 'controller.ingest' }),
+      config.outbox.pollMs,
     );
 
     const trustFile = certsLayout(config.certsDir).trustRoot;

@@ -138,6 +138,11 @@ export const ConfigSchema = Type.Object(
           description: 'first resend of an unacknowledged command',
         }),
         maxRetryMs: Type.Integer({ minimum: 100, default: 600_000, description: 'resend backoff cap' }),
+        pollMs: Type.Integer({
+          minimum: 100,
+          default: 3_600_000,
+          description: 'resend period of an accepted command until its final ack (recovers a lost final ack)',
+        }),
         tickMs: Type.Integer({
           minimum: 10,
           maximum: 60_000,

@@ -2,9 +2,12 @@
  * Uplink ingest: `site/+/ack`, `site/+/state` (signed, verified with the site's enrolled uplink key)
  * and `site/+/status` (retained JSON, the agent's last will sets it offline).
  *
- * Each message is verified and its effect committed synchronously in the MQTT message handler, so the
- * client PUBACKs it only after the commit (I5; mqtt.js acknowledges a QoS 1 message after its handlers
- * ran). A crash can therefore lose no acknowledged ack: the broker redelivers what was not PUBACKed.
+ * Verification runs as messages arrive; their effects are committed in batches (one transaction per
+ * burst, [OUT-8]). mqtt.js handles inbound packets strictly one after another, so holding each PUBACK
+ * until its commit would cost one fsync per ack — milliseconds each on a busy disk, minutes for a
+ * 10,000-site rollout. Instead an ack lost to a crash before its batch commits is recovered: a command
+ * still `published` is resent ([OUT-5]) and one already `accepted` is polled ([OUT-5]); the agent
+ * re-acks a duplicate with its recorded status ([ORD-4]).
  *
  * Forged, unknown-key, malformed or misdirected messages are counted by reason code, logged (site,
  * topic, code; never payloads) and ignored (I9).
@@ -73,7 +76,9 @@ export function mergeState(current: SiteState | null, s: State): SiteState {
 
 export class Ingest {
   private readonly keys = new Map<string, Uint8Array | null>();
+  private queue: ((now: number) => void)[] = [];
   private progressedSites = new Set<string>();
+  private flushScheduled = false;
   private closed = false;
   private readonly counts = { acks: 0, states: 0, statuses: 0, ignored: {} as Record<string, number> };
 
@@ -82,6 +87,8 @@ export class Ingest {
     private readonly prefix: string,
     private readonly hooks: IngestHooks,
     private readonly log: Logger,
+    /** When an accepted (not yet final) command is next polled for its final ack ([OUT-5]). */
+    private readonly pollMs: number = 3_600_000,
   ) {}
 
   /** Forget a cached uplink key (enrolment or key change). */
@@ -120,13 +127,13 @@ export class Ingest {
         case 'ack': {
           const ack = openAck(payload, this.keyFor, t.site);
           this.counts.acks++;
-          this.commit((now) => this.applyAck(ack, now));
+          this.enqueue((now) => this.applyAck(ack, now));
           return;
         }
         case 'state': {
           const state = openState(payload, this.keyFor, t.site);
           this.counts.states++;
-          this.commit((now) => this.applyState(state, now));
+          this.enqueue((now) => this.applyState(state, now));
           return;
         }
         case 'status': {
@@ -134,7 +141,7 @@ export class Ingest {
           const status = this.parseStatus(payload, t.site);
           if (!status) return;
           this.counts.statuses++;
-          this.commit((now) => this.applyStatus(status, now));
+          this.enqueue((now) => this.applyStatus(status, now));
           return;
         }
         default:
@@ -165,24 +172,38 @@ export class Ingest {
     return status;
   }
 
-  /** Stops applying messages (the database is about to close; the broker redelivers what was not PUBACKed). */
+  /** Commits what is queued; later messages are dropped (their commands are resent, [OUT-8]). */
   close(): void {
+    this.flush();
     this.closed = true;
   }
 
-  /** Commits one message's effect before returning (and so before its PUBACK). */
-  private commit(effect: (now: number) => void): void {
+  private enqueue(effect: (now: number) => void): void {
     if (this.closed) return;
+    this.queue.push(effect);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  /** Commits queued effects in one transaction. */
+  flush(): void {
+    this.flushScheduled = false;
+    if (this.closed) return;
+    const batch = this.queue;
+    this.queue = [];
+    if (batch.length === 0) return;
+    const now = this.store.now();
     try {
-      this.store.tx(() => effect(this.store.now()));
+      this.store.tx(() => {
+        for (const effect of batch) effect(now);
+      });
     } catch (err) {
-      this.log.error({ err }, 'ingest commit failed');
+      this.log.error({ err, messages: batch.length }, 'ingest batch failed');
     }
-    if (this.progressedSites.size > 0) {
-      const sites = this.progressedSites;
-      this.progressedSites = new Set();
-      this.hooks.progressed(sites);
-    }
+    const sites = this.progressedSites;
+    this.progressedSites = new Set();
+    if (sites.size > 0) this.hooks.progressed(sites);
   }
 
   private applyAck(ack: Ack, now: number): void {
@@ -217,8 +238,16 @@ export class Ingest {
     if (!cmd) return;
     const next = nextStatus(cmd.status, ack);
     if (!next) return;
-    this.store.commands.setStatus(site, cmd.seq, next, ack.rc ?? null, now);
-    if (cmd.status === 'published' || FINAL_STATUSES.has(next)) this.progressedSites.add(site);
+    const final = FINAL_STATUSES.has(next);
+    this.store.commands.setStatus(
+      site,
+      cmd.seq,
+      next,
+      ack.rc ?? null,
+      now,
+      final ? undefined : now + this.pollMs,
+    );
+    if (cmd.status === 'published' || final) this.progressedSites.add(site);
   }
 
   private applyState(state: State, now: number): void {

@@ -207,6 +207,7 @@ describe('API', () => {
     await f.enrol('q1');
     const status = { v: 1, site: 'q1', online: true, ts: new Date(clock).toISOString() };
     f.controller.ingest.handle('outpost/v1/site/q1/status', Buffer.from(JSON.stringify(status)));
+    f.controller.ingest.flush();
     expect((await f.call('GET', '/v1/sites/q1')).json).toMatchObject({ online: true, stale: false, age: 0 });
     clock += 3 * 60_000 + 61_000;
     expect((await f.call('GET', '/v1/sites/q1')).json).toMatchObject({

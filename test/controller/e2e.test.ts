@@ -181,6 +181,28 @@ describe('end to end with a real broker', () => {
     await waitFor(async () => (await commands(w.f, 'r1'))[0]?.status === 'applied', { message: 'applied' });
   });
 
+  it('polls an accepted command until its final ack, recovering a lost one ([OUT-5], [ORD-4])', async () => {
+    const w = await world({ config: { outbox: { pollMs: 300 } } });
+    await w.f.enrol('p1');
+    const sim = await w.site('p1', { autoAck: false });
+    await waitFor(() => online(w.f, 'p1'), { message: 'p1 online' });
+    await w.f.push('web', webCompose(1));
+    await w.f.call('POST', '/v1/deployments', { stack: 'web', target: { sites: ['p1'] } });
+    await sim.waitSeqs(1);
+    const cmd = sim.commands()[0]!;
+    await sim.ackCommand(cmd, 'accepted');
+    // The site applies it, but its `applied` ack is lost: the controller still sees `accepted`.
+    await waitFor(async () => (await commands(w.f, 'p1'))[0]?.status === 'accepted', { message: 'accepted' });
+    await waitFor(() => sim.deliveries.length >= 2, { message: 'the accepted command is polled' });
+    expect(new Set(sim.deliveries.map((d) => d.bytes)).size).toBe(1);
+    // The duplicate is re-acked with its recorded status.
+    await sim.ackCommand(cmd, 'applied');
+    await waitFor(async () => (await commands(w.f, 'p1'))[0]?.status === 'applied', { message: 'applied' });
+    const n = sim.deliveries.length;
+    await sleep(1000);
+    expect(sim.deliveries.length).toBe(n);
+  });
+
   it('ignores and counts forged or misdirected uplink; a rejection with ref maps to its command (I9, [ACK-3])', async () => {
     const w = await world();
     await w.f.enrol('a1');

@@ -7,6 +7,8 @@
  * - Send: every `published` command is sent (QoS 1) until the agent's signed ack moves it on; a broker
  *   PUBACK only schedules the next retry (exponential backoff, the SAME bytes). Retries wait while the
  *   site's retained status says offline, so an offline site holds at most `window` copies at the broker.
+ *   An `accepted` (or `deferred`) command is resent every `pollMs` until its final ack arrives: the
+ *   agent re-acks a duplicate with its recorded status, so a lost final ack is recovered.
  * - Expiry: pending commands past expires-at are marked `expired` and never sent.
  * - Heartbeats: a site with nothing pending or in flight for `heartbeatSec` gets a signed heartbeat
  *   (its own seq; `last` = that seq, the highest published). Since one is only created for an idle
@@ -42,6 +44,8 @@ export interface PublisherOptions {
   readonly window: number;
   readonly retryMs: number;
   readonly maxRetryMs: number;
+  /** Resend period of an accepted command until its final ack (recovers a lost final ack). */
+  readonly pollMs: number;
   readonly tickMs: number;
   /** 0 disables heartbeats. */
   readonly heartbeatSec: number;
@@ -292,7 +296,7 @@ export class Publisher {
       this.store.tx(() => {
         for (const s of batch) {
           const backoff = Math.min(this.opts.retryMs * 2 ** s.attempts, this.opts.maxRetryMs);
-          this.store.commands.recordSent(s.site, s.seq, now, now + backoff);
+          this.store.commands.recordSent(s.site, s.seq, now, now + backoff, now + this.opts.pollMs);
         }
       });
     } catch (err) {

@@ -263,13 +263,14 @@ export class CommandsRepo {
   }
 
   /**
-   * Published commands due for a (re)send: their lease or retry time has passed, and the site is not
-   * known to be offline (or they were never sent). At most `limit`, oldest first.
+   * Commands due for a (re)send: published ones whose lease or retry time has passed, and accepted or
+   * deferred ones due for a poll of their final ack ([OUT-5]); at sites not known to be offline (or
+   * never sent). At most `limit`, oldest first.
    */
   due(now: number, limit: number): { site: string; seq: number; envelope: Buffer; attempts: number }[] {
     return this.prepare<[number, number], { site: string; seq: number; envelope: Buffer; attempts: number }>(
       `SELECT c.site, c.seq, c.envelope, c.attempts FROM commands c JOIN sites s ON s.id = c.site
-         WHERE c.status = 'published' AND c.next_send_at <= ?
+         WHERE c.status IN ('published', 'accepted', 'deferred') AND c.next_send_at <= ?
            AND (c.attempts = 0 OR s.online IS NULL OR s.online = 1)
          ORDER BY c.next_send_at, c.site, c.seq LIMIT ?`,
     ).all(now, limit);
@@ -280,11 +281,13 @@ export class CommandsRepo {
     this.prepare(`UPDATE commands SET next_send_at = 0 WHERE status = 'published' AND attempts = 0`).run();
   }
 
-  recordSent(site: string, seq: number, now: number, nextSendAt: number): void {
+  /** Records a PUBACKed send: the next resend at `retryAt` while published, the next poll at `pollAt` once accepted. */
+  recordSent(site: string, seq: number, now: number, retryAt: number, pollAt: number): void {
     this.prepare(
-      `UPDATE commands SET attempts = attempts + 1, last_sent_at = ?, next_send_at = ?
-         WHERE site = ? AND seq = ? AND status = 'published'`,
-    ).run(now, nextSendAt, site, seq);
+      `UPDATE commands SET attempts = attempts + 1, last_sent_at = ?,
+         next_send_at = CASE WHEN status = 'published' THEN ? ELSE ? END
+       WHERE site = ? AND seq = ? AND status IN ('published', 'accepted', 'deferred')`,
+    ).run(now, retryAt, pollAt, site, seq);
   }
 
   /** After a site comes back online, retry its unacknowledged commands soon (not at the backed-off time). */
@@ -294,13 +297,21 @@ export class CommandsRepo {
     ).run(at, site);
   }
 
-  setStatus(site: string, seq: number, status: CommandStatus, reason: string | null, now: number): void {
+  /** Moves a command to `status`; `nextSendAt` reschedules its next (re)send or poll. */
+  setStatus(
+    site: string,
+    seq: number,
+    status: CommandStatus,
+    reason: string | null,
+    now: number,
+    nextSendAt?: number,
+  ): void {
     const final = FINAL_STATUSES.has(status);
     this.prepare(
       `UPDATE commands SET status = ?, reason = COALESCE(?, reason), acked_at = COALESCE(acked_at, ?),
-           done_at = CASE WHEN ? THEN ? ELSE done_at END
-         WHERE site = ? AND seq = ?`,
-    ).run(status, reason, now, final ? 1 : 0, now, site, seq);
+         done_at = CASE WHEN ? THEN ? ELSE done_at END, next_send_at = COALESCE(?, next_send_at)
+       WHERE site = ? AND seq = ?`,
+    ).run(status, reason, now, final ? 1 : 0, now, nextSendAt ?? null, site, seq);
   }
 
   counts(): Record<string, number> {
