@@ -1,13 +1,14 @@
 /**
  * Sparkplug B for SCADA (docs/SCADA.md). Optional, off by default (`sparkplug.enabled`).
  *
- * Wiring into the controller (app.ts), a few lines:
+ * Wiring into the controller (test/scada/wiring.test.ts runs once it is in):
  *
- *   const sparkplug = config.sparkplug.enabled
- *     ? createControllerSparkplug({ config, store, log })
- *     : undefined;
- *   // start():  sparkplug?.start();
- *   // close():  await sparkplug?.close();   (before the store's database closes)
+ *   // config.ts: import { SparkplugConfigSchema } from './sparkplug/config.js';
+ *   //            ConfigSchema properties:  sparkplug: SparkplugConfigSchema,
+ *   // app.ts:    import { createControllerSparkplug } from './sparkplug/index.js';
+ *   const sparkplug = config.sparkplug.enabled ? createControllerSparkplug({ config, store, log }) : undefined;
+ *   // start(), after publisher.start():           sparkplug?.start();
+ *   // close(), after `if (mqtt) await mqtt.close()`: await sparkplug?.close();   (before db.close())
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
