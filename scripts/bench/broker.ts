@@ -109,6 +109,21 @@ function memoryRows(
       value: (r, p) => perUnit(r.deep, p),
       target: { text: '≈ 0 (flat heap: ≤ 0.1 KB)', ok: (v) => v <= 0.1 },
     },
+    // With three depths or more: the last step alone, where the bounded caches in RSS are full.
+    ...((first?.depths.length ?? 0) >= 3
+      ? [
+          {
+            name: `memory per queued 1 KB message (one session, ${first?.depths.at(-2)?.messages} → ${first?.depths.at(-1)?.messages} queued)`,
+            value: (r: MemoryResult, p: Pick) => {
+              const a = r.depths.at(-2);
+              const b = r.depths.at(-1);
+              return a && b
+                ? perUnit({ count: b.messages - a.messages, before: a.mem, after: b.mem }, p)
+                : undefined;
+            },
+          },
+        ]
+      : []),
   ];
   for (const f of figures) {
     for (const [k, label] of brokers) {
@@ -142,7 +157,7 @@ export async function run(opts: BenchOptions): Promise<Section> {
   const payloadBytes = 200;
   const clients = opts.full ? 2_000 : 500;
   const queued = 10;
-  const depths = opts.full ? [1_000, 5_000, 20_000] : [1_000, 5_000];
+  const depths = opts.full ? [1_000, 5_000, 20_000, 40_000] : [1_000, 5_000];
   const memRuns = opts.full ? Math.min(opts.runs, 3) : 1;
 
   let t0 = performance.now();
