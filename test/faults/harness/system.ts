@@ -127,6 +127,14 @@ export interface CommandRow {
 // biome-ignore lint/suspicious/noExplicitAny: JSON bodies of the REST API
 type Json = any;
 
+export interface StatusWatch {
+  /** The last retained status of a site (SiteStatus JSON). */
+  latest(site: string): Json;
+  controller(): Json;
+  hasAlarm(site: string, code: string): boolean;
+  close(): Promise<void>;
+}
+
 function procStatusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number | undefined {
   try {
     const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -508,6 +516,29 @@ export class FaultSystem {
     return this.commands(`site = '${site.replace(/'/g, '')}' AND seq = ${Math.trunc(seq)}`)[0];
   }
 
+  /** The signed envelope the controller committed for (site, seq). */
+  envelope(site: string, seq: number): Uint8Array {
+    const db = new Database(this.controllerDb, { readonly: true, fileMustExist: true });
+    try {
+      const row = db.prepare('SELECT envelope FROM commands WHERE site = ? AND seq = ?').get(site, seq) as
+        | { envelope: Buffer | null }
+        | undefined;
+      if (!row?.envelope) throw new Error(`no envelope for ${site}#${seq}`);
+      return new Uint8Array(row.envelope);
+    } finally {
+      db.close();
+    }
+  }
+
+  /** Acks the controller received from a site (REST API, newest first). */
+  async acks(
+    site: string,
+  ): Promise<{ st: string; seq: number | null; rc: string | null; matched: boolean }[]> {
+    const r = await this.api('GET', `/sites/${site}/acks?limit=500`);
+    if (r.status !== 200) throw new Error(`acks ${site}: ${r.status}`);
+    return r.json.acks;
+  }
+
   /** Stack commands not yet final. */
   open(): CommandRow[] {
     return this.commands().filter((c) => OPEN_STATUSES.has(c.status));
@@ -575,6 +606,34 @@ export class FaultSystem {
     } finally {
       await this.endClient(c);
     }
+  }
+
+  /** Follows every site's retained status and the controller's liveness (as a SCADA client would). */
+  async statusWatch(): Promise<StatusWatch> {
+    const c = await this.adminClient();
+    const sites = new Map<string, Json>();
+    let controller: Json;
+    c.on('message', (topic, payload) => {
+      if (payload.length === 0) return;
+      try {
+        const j = JSON.parse(payload.toString('utf8'));
+        if (topic === 'outpost/v1/controller/status') controller = j;
+        else {
+          const m = /^outpost\/v1\/site\/([^/]+)\/status$/.exec(topic);
+          if (m) sites.set(m[1]!, j);
+        }
+      } catch {
+        // not JSON: ignored
+      }
+    });
+    await c.subscribeAsync(['outpost/v1/site/+/status', 'outpost/v1/controller/status'], { qos: 1 });
+    return {
+      latest: (site) => sites.get(site),
+      controller: () => controller,
+      hasAlarm: (site, code) =>
+        ((sites.get(site)?.alarms ?? []) as { code: string }[]).some((a) => a.code === code),
+      close: () => this.endClient(c),
+    };
   }
 
   async endClient(c: MqttClient): Promise<void> {
