@@ -9,6 +9,8 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildSiteStatus } from '../../agent/src/core/status.js';
+import { ROLLOUT_STATES } from '../../controller/src/rollouts/repo.js';
+import { type RolloutView, rolloutStatus } from '../../controller/src/rollouts/view.js';
 import {
   DEFAULT_SCHEMA_DIR,
   generateSchemas,
@@ -82,6 +84,28 @@ describe('SCADA JSON Schemas', () => {
       expect(v(e.json), `${e.schema}: ${e.text}\n${JSON.stringify(v.errors)}`).toBe(true);
       const src = SCADA_SCHEMAS.find((s) => s.file === `${e.schema}.json`)!;
       expect(() => check(src.schema, e.json, e.schema)).not.toThrow();
+    }
+  });
+
+  it("the rollout engine's retained status (rolloutStatus + ts) is valid in every state", () => {
+    const v = validator('rollout-status.json');
+    for (const state of ROLLOUT_STATES) {
+      const view = {
+        id: 'r-5f0c2a9e1b7d3c44',
+        stack: 'telemetry',
+        rev: 6,
+        state,
+        reason: state === 'aborted' ? 'x'.repeat(400) : null,
+        phase: 1,
+        phaseCount: 5,
+        startedAt: state === 'pending' ? null : '2026-03-02T10:45:00.000Z',
+        finishedAt: state === 'completed' ? '2026-03-02T11:45:00.000Z' : null,
+        total: 12,
+        expired: 1,
+        counts: { pending: 3, cancelled: 1, sent: 2, offline: 1, healthy: 2, failed: 1, 'rolled-back': 1 },
+      } as unknown as RolloutView;
+      const status = { ...rolloutStatus(view), ts: '2026-03-02T11:00:00.000Z' };
+      expect(v(status), `${state}: ${JSON.stringify(v.errors)}`).toBe(true);
     }
   });
 

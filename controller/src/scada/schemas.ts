@@ -7,14 +7,15 @@
  *
  * `SiteStatus` is the protocol's ([PAY-STATUS], protocol/src/schemas.ts). The controller's liveness
  * message has no protocol schema yet, so it is described here from what controller/src/mqtt.ts
- * publishes; the rollout status is PLANNED (rollouts have not landed): its schema is the intended
- * shape, marked as such in its title and description.
+ * publishes; the rollout status follows what the rollout engine publishes (`rolloutStatus` in
+ * controller/src/rollouts/view.ts, plus `ts`; states from ROLLOUT_STATES). Tests check both.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { type TSchema, Type } from '@sinclair/typebox';
 import { SITE_ID_PATTERN, SiteStatusSchema } from '../../../protocol/src/index.js';
+import { ROLLOUT_STATES } from '../rollouts/repo.js';
 
 const closed = { additionalProperties: false } as const;
 const Time = Type.String({ format: 'date-time', maxLength: 40 });
@@ -34,25 +35,14 @@ export const ControllerStatusSchema = Type.Object(
 
 const Count = Type.Integer({ minimum: 0 });
 
-/** PLANNED `{p}/rollout/{id}/status`, retained (DESIGN §6). Not published yet. */
+/** `{p}/rollout/{id}/status`, retained (DESIGN §6): counts only, so its size does not grow with the fleet. */
 export const RolloutStatusSchema = Type.Object(
   {
     v: Type.Literal(1),
     rollout: Type.String({ pattern: SITE_ID_PATTERN.source }),
     stack: Type.String({ maxLength: 63 }),
     rev: Type.Integer({ minimum: 1, maximum: 0xffff_ffff }),
-    state: Type.Union(
-      [
-        'pending',
-        'running',
-        'paused',
-        'awaiting-approval',
-        'rolling-back',
-        'completed',
-        'aborted',
-        'rolled-back',
-      ].map((s) => Type.Literal(s)),
-    ),
+    state: Type.Union(ROLLOUT_STATES.map((s) => Type.Literal(s))),
     /** ISO 8601 time this status was written; consumers compute its age from it. */
     ts: Time,
     startedAt: Type.Optional(Time),
@@ -103,9 +93,9 @@ export const SCADA_SCHEMAS: readonly ScadaSchema[] = [
   },
   {
     file: 'rollout-status.json',
-    title: 'Outpost RolloutStatus (PLANNED)',
+    title: 'Outpost RolloutStatus',
     description:
-      'PLANNED - not published yet (rollouts have not landed). Intended retained UTF-8 JSON on {prefix}/rollout/{id}/status: progress of one rollout. The shape may change before it ships.',
+      'Retained UTF-8 JSON on {prefix}/rollout/{id}/status: progress of one rollout (state, batch, counts of sites by outcome). Written by the controller on every change. Age = now - ts.',
     schema: RolloutStatusSchema,
   },
 ];
