@@ -20,7 +20,9 @@ import type { Config } from './config.js';
 import { Ingest } from './ingest.js';
 import { type ControllerMqtt, connectMqtt } from './mqtt.js';
 import { Publisher, type PublishPort } from './outbox/publisher.js';
+import { createRollouts, mqttStatusPort, registerRolloutRoutes } from './rollouts/index.js';
 import { loadSigningKeys, type SigningKeys } from './signing.js';
+import { createControllerSparkplug } from './sparkplug/index.js';
 import { openDb } from './store/db.js';
 import { Store } from './store/index.js';
 import { hashToken } from './store/users.js';
@@ -131,10 +133,32 @@ export async function buildController(opts: ControllerOptions): Promise<Controll
       log: log.child({ component: 'controller.outbox' }),
       opts: config.outbox,
     });
+    // Staged rollouts (controller/src/rollouts): batches of per-site commands through the same outbox.
+    const rollouts = createRollouts({
+      store,
+      signing,
+      topics,
+      log: log.child({ component: 'controller.rollouts' }),
+      kick: () => publisher.kick(),
+      status: mqttStatusPort(() => mqtt?.client),
+      tickMs: config.outbox.tickMs,
+    });
+    const sparkplug = config.sparkplug.enabled
+      ? createControllerSparkplug({ config, store, log: log.child({ component: 'controller.sparkplug' }) })
+      : undefined;
     const ingest = new Ingest(
       store,
       config.mqtt.prefix,
-      { progressed: () => publisher.kick(), online: (site) => publisher.siteOnline(site) },
+      {
+        progressed: () => {
+          publisher.kick();
+          rollouts.wake();
+        },
+        online: (site) => {
+          publisher.siteOnline(site);
+          rollouts.wake();
+        },
+      },
       log.child({ component: 'controller.ingest' }),
       config.outbox.pollMs,
     );
@@ -174,6 +198,7 @@ export async function buildController(opts: ControllerOptions): Promise<Controll
       }),
     };
     await registerApi(api, ctx);
+    await registerRolloutRoutes(api, ctx, rollouts);
     await api.ready();
 
     return {
@@ -190,6 +215,8 @@ export async function buildController(opts: ControllerOptions): Promise<Controll
           log.child({ component: 'controller.mqtt' }),
         );
         publisher.start();
+        rollouts.start();
+        sparkplug?.start();
         if (startOpts.listen === false) return {};
         const url = await api.listen({ host: config.api.host, port: config.api.port });
         log.info({ url }, 'controller API listening');
@@ -197,9 +224,11 @@ export async function buildController(opts: ControllerOptions): Promise<Controll
       },
       async close() {
         // Stop producing, stop the inputs, then record what arrived, then close the database.
+        rollouts.stop();
         publisher.stop();
         await api.close();
         if (mqtt) await mqtt.close();
+        await sparkplug?.close();
         publisher.finish();
         ingest.close();
         db.close();

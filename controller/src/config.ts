@@ -9,6 +9,7 @@ import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
 import { parse as parseYaml } from 'yaml';
 import { ApiError } from './errors.js';
+import { SparkplugConfigSchema } from './sparkplug/config.js';
 
 const closed = { additionalProperties: false, default: {} } as const;
 
@@ -170,6 +171,8 @@ export const ConfigSchema = Type.Object(
       },
       closed,
     ),
+    /** Sparkplug B edge nodes for SCADA (controller/src/sparkplug, docs/SCADA.md); off by default. */
+    sparkplug: SparkplugConfigSchema,
     policy: Type.Object(
       {
         allowTags: Type.Boolean({
