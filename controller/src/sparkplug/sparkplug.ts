@@ -74,7 +74,9 @@ export function sparkplugClientId(base: string, group: string, node: string): st
 
 export function createSparkplug(opts: SparkplugOptions): Sparkplug {
   const cfg = sparkplugConfig(opts.config);
-  const log = opts.log.child({ component: 'controller.sparkplug' });
+  // A logger that already names its component (the controller passes a child) is used as it is.
+  const log =
+    'component' in opts.log.bindings() ? opts.log : opts.log.child({ component: 'controller.sparkplug' });
   const now = opts.now ?? Date.now;
   const group = assertSparkplugId('group_id', cfg.groupId);
   const state = new SparkplugStateFile(opts.stateFile, log);
