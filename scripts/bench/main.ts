@@ -13,6 +13,7 @@ import type { BenchOptions, Section } from './types.js';
 const SECTIONS: Record<string, () => Promise<{ run(o: BenchOptions): Promise<Section> }>> = {
   signing: () => import('./signing.js'),
   broker: () => import('./broker.js'),
+  wire: () => import('./wire.js'),
 };
 
 function fmt(v: number): string {
