@@ -4,7 +4,8 @@
  * Exit codes: 0 clean, 1 runtime failure, 64 bad usage, 78 (EX_CONFIG) bad configuration.
  *
  * Heavy modules (dockerode, the Docker runtime) are imported only when the agent runs; `status` loads
- * nothing but SQLite.
+ * nothing but SQLite. The memory budget (DESIGN §7): run it through `bin/outpost-agent`, which applies
+ * the V8 settings of docs/adr/0005-agent-memory.md; unused dependencies are stubbed (lean.ts).
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -140,6 +141,11 @@ async function runAgent(
   } catch (e) {
     err(`outpost agent: ${e instanceof ConfigError ? e.message : (e as Error).message}\n`);
     return EX_CONFIG;
+  }
+  // Before dockerode and MQTT.js load: keep their SSH, gRPC and browser dependencies out (lean.ts).
+  if (env['OUTPOST_AGENT_FULL_DEPS'] !== '1') {
+    const { installLeanRequires } = await import('./lean.js');
+    installLeanRequires();
   }
   const { pino } = await import('pino');
   const log = io.log ?? pino({ level: config.logLevel });

@@ -11,8 +11,9 @@
  * packet at a time through it, so commands are journalled in arrival order. A command that could not
  * be committed (disk full) gets no PUBACK; the broker keeps it and redelivers it after `bounce()`.
  */
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
+import { leanMqttConnect } from './mqtt-connect.js';
 import type { Publisher } from './outbox.js';
 
 export type MqttFactory = (url: string, opts: IClientOptions) => MqttClient;
@@ -49,7 +50,7 @@ export class Transport implements Publisher {
     private readonly opts: TransportOptions,
     private readonly handlers: TransportHandlers,
     private readonly log: Logger,
-    private readonly factory: MqttFactory = mqtt.connect,
+    private readonly factory: MqttFactory = leanMqttConnect,
   ) {}
 
   get connected(): boolean {
@@ -74,6 +75,8 @@ export class Transport implements Publisher {
       resubscribe: false,
       manualConnect: true,
       queueQoSZero: false,
+      // No pre-generated cache of 65,536 two-byte Buffers (~6 MB of heap) in mqtt-packet (ADR 0005).
+      writeCache: false,
       will: { topic: o.statusTopic, payload: Buffer.from(o.will()), qos: 1, retain: true },
       ...(o.tls
         ? {
