@@ -18,6 +18,7 @@ import { extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
+import { AGENT_ENV, AGENT_NODE_FLAGS } from '../agent/src/launch.js';
 
 const USAGE = `usage: outpost up [options]
 
@@ -284,9 +285,11 @@ export async function run(args: string[]): Promise<number> {
       }
       const self = selfCommand();
       const agentLog = createWriteStream(join(logsDir, `agent-${site}.log`), { flags: 'a' });
+      // The agent's shipped memory settings (bin/outpost-agent, docs/adr/0005-agent-memory.md).
       agent = spawn(
         self.cmd,
         [
+          ...AGENT_NODE_FLAGS,
           ...self.args,
           'agent',
           '--site',
@@ -301,7 +304,7 @@ export async function run(args: string[]): Promise<number> {
           dockerHost.replace(/^unix:\/\//, ''),
           '--allow-tags',
         ],
-        { stdio: ['ignore', 'pipe', 'pipe'] },
+        { stdio: ['ignore', 'pipe', 'pipe'], env: { ...AGENT_ENV, ...process.env } },
       );
       agent.stdout?.pipe(agentLog);
       agent.stderr?.pipe(agentLog);
