@@ -13,6 +13,7 @@ import type { BenchOptions, Section } from './types.js';
 const SECTIONS: Record<string, () => Promise<{ run(o: BenchOptions): Promise<Section> }>> = {
   signing: () => import('./signing.js'),
   broker: () => import('./broker.js'),
+  agent: () => import('./agent.js'),
   wire: () => import('./wire.js'),
 };
 
