@@ -126,7 +126,6 @@ describe('rollouts across controller restarts', () => {
     // Hand the data dir over to a child controller (the in-process one must let go of it first).
     const dataDir = w.dataDir;
     await w.f.close();
-    w.engine.stop();
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
     const spawn = async () => {

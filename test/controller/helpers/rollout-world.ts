@@ -1,30 +1,12 @@
 /**
- * A world for rollout tests: a real aedes broker, a controller (makeController) on a data dir that
- * survives `restart()`, the rollout engine and routes wired with the same functions `app.ts` uses
- * (controller/src/rollouts/index.ts) on an API instance that also carries every other route, and
- * scripted simulated sites speaking the real protocol (SimSite: openCommand, signed acks and state).
- *
- * Until app.ts wires rollouts itself, the engine's retained status goes through a second MQTT client
- * of the test (in production: the controller's own client, `mqttStatusPort(() => mqtt?.client)`).
+ * A world for rollout tests: a real aedes broker, a controller (makeController: buildController with
+ * its rollout engine, routes and retained status) on a data dir that survives `restart()`, a SCADA-like
+ * subscriber of the retained rollout statuses, and scripted simulated sites speaking the real
+ * protocol (SimSite: openCommand, signed acks and state).
  */
-import Fastify, { type FastifyInstance } from 'fastify';
-import mqtt, { type MqttClient } from 'mqtt';
-import { pino } from 'pino';
-import type { ApiContext } from '../../../controller/src/api/context.js';
-import { registerApi } from '../../../controller/src/api/plugin.js';
-import {
-  createRollouts,
-  mqttStatusPort,
-  type RolloutEngine,
-  registerRolloutRoutes,
-} from '../../../controller/src/rollouts/index.js';
-import {
-  type Command,
-  encodeState,
-  PROTOCOL_VERSION,
-  type StackState,
-  Topics,
-} from '../../../protocol/src/index.js';
+import type { FastifyInstance } from 'fastify';
+import mqtt from 'mqtt';
+import { type Command, encodeState, PROTOCOL_VERSION, type StackState } from '../../../protocol/src/index.js';
 import { onCurrentTestFinished, tmpDir } from '../../helpers/index.js';
 import { startBroker, type TestBroker } from './broker.js';
 import { type Fixture, makeController, type Res } from './fixture.js';
@@ -167,8 +149,8 @@ export interface RolloutWorld {
   readonly broker: TestBroker;
   readonly dataDir: string;
   f: Fixture;
-  engine: RolloutEngine;
-  api: FastifyInstance;
+  /** The controller's own API (every route, rollouts included). */
+  readonly api: FastifyInstance;
   readonly sites: Map<string, ScriptedSite>;
   /** Calls the API (all routes, rollouts included) as admin unless a token is given. */
   call(method: string, url: string, body?: unknown, token?: string): Promise<Res>;
@@ -177,45 +159,6 @@ export interface RolloutWorld {
   restart(): Promise<void>;
   /** Retained rollout statuses seen on MQTT (by rollout id, latest last). */
   readonly statuses: Map<string, Record<string, unknown>[]>;
-}
-
-async function buildRollouts(
-  f: Fixture,
-  brokerUrl: string,
-  tickMs: number,
-): Promise<{ engine: RolloutEngine; api: FastifyInstance; statusClient: MqttClient }> {
-  const c = f.controller;
-  const log = pino({ level: process.env['OUTPOST_TEST_LOG'] ?? 'silent' });
-  const statusClient = await mqtt.connectAsync(brokerUrl, {
-    clientId: `rollout-status-${Math.random().toString(16).slice(2)}`,
-    protocolVersion: 4,
-  });
-  const engine = createRollouts({
-    store: c.store,
-    signing: { signer: f.signer },
-    topics: new Topics(),
-    log,
-    kick: () => c.publisher.kick(),
-    status: mqttStatusPort(() => statusClient),
-    tickMs,
-  });
-  const ctx: ApiContext = {
-    store: c.store,
-    config: { outbox: { commandTtlSec: 7 * 86400 } } as ApiContext['config'],
-    signing: { signer: f.signer },
-    log,
-    kick: () => c.publisher.kick(),
-    invalidateSite: (s) => c.ingest.invalidate(s),
-    trustRoot: () => undefined,
-    stats: () => ({}),
-    staleMs: 0,
-  };
-  const api = Fastify() as unknown as FastifyInstance;
-  await registerApi(api, ctx);
-  await registerRolloutRoutes(api, ctx, engine);
-  await api.ready();
-  engine.start();
-  return { engine, api, statusClient };
 }
 
 export async function rolloutWorld(o: { tickMs?: number } = {}): Promise<RolloutWorld> {
@@ -236,20 +179,18 @@ export async function rolloutWorld(o: { tickMs?: number } = {}): Promise<Rollout
   });
   await watcher.subscribeAsync('outpost/v1/rollout/+/status', { qos: 1 });
 
-  let f = await makeController({ brokerUrl: broker.url, dataDir });
-  let built = await buildRollouts(f, broker.url, tickMs);
+  const config = { outbox: { tickMs } };
+  let f = await makeController({ brokerUrl: broker.url, dataDir, config });
   const stop = async (): Promise<void> => {
-    built.engine.stop();
-    await built.api.close();
-    await built.statusClient.endAsync();
     await f.close();
   };
   const w: RolloutWorld = {
     broker,
     dataDir,
     f,
-    engine: built.engine,
-    api: built.api,
+    get api() {
+      return w.f.controller.app;
+    },
     sites,
     statuses,
     async call(method, url, body, token = ADMIN_TOKEN) {
@@ -278,11 +219,8 @@ export async function rolloutWorld(o: { tickMs?: number } = {}): Promise<Rollout
     },
     async restart() {
       await stop();
-      f = await makeController({ brokerUrl: broker.url, dataDir });
-      built = await buildRollouts(f, broker.url, tickMs);
+      f = await makeController({ brokerUrl: broker.url, dataDir, config });
       w.f = f;
-      w.engine = built.engine;
-      w.api = built.api;
     },
   };
   onCurrentTestFinished(async () => {
