@@ -7,13 +7,14 @@
  * | ---------- | ---------------------------------------------- | -------------------------------------------------- |
  * | agent      | own site's ack, state, status (retain: status) | own site's cmd, exactly                            |
  * | controller | cmd of any site, rollout/+/status,             | site/{+,id}/{ack,state,status}, rollout/{+,id}/     |
- * |            | controller/status                              | status, controller/status                          |
+ * |            | controller/status, Sparkplug node/device       | status, controller/status, Sparkplug NCMD/{node}   |
+ * |            | births, data and deaths (never retained)       | and STATE/{host or +}                              |
  * | scada      | nothing                                        | site/{+,id}/status, rollout/{+,id}/status,          |
  * |            |                                                | controller/status, spBv1.0/... (Sparkplug B)       |
  * | admin      | anything but $SYS                              | anything                                           |
  *
- * Last wills: an agent's must be its own status topic, the controller's controller/status; SCADA may
- * not have one. Retained messages only on status topics (a retained command would replay forever).
+ * Last wills: an agent's must be its own status topic, the controller's controller/status or a
+ * Sparkplug NDEATH (the edge node's death certificate); SCADA may not have one. Retained messages only on status topics (a retained command would replay forever).
  */
 import {
   parseTopic,
@@ -40,6 +41,31 @@ export interface AclLimits {
 }
 
 const CONTROLLER_READS: readonly SiteChannel[] = ['ack', 'state', 'status'];
+
+/** A concrete Sparkplug level: non-empty, no wildcard, no separator. */
+const SP_LEVEL = /^[^+#/]{1,128}$/;
+const SP_NODE_MESSAGES = ['NBIRTH', 'NDEATH', 'NDATA'];
+const SP_DEVICE_MESSAGES = ['DBIRTH', 'DDATA', 'DDEATH'];
+
+/**
+ * What the controller (acting as Sparkplug B edge nodes) may publish: node and device births, data and
+ * deaths in any group, never STATE (that is the host application's) and never commands.
+ */
+function sparkplugEdgePublish(topic: string): boolean {
+  const l = topic.split('/');
+  if (l[0] !== SPARKPLUG_NAMESPACE || !l.slice(1).every((x) => SP_LEVEL.test(x))) return false;
+  if (l.length === 4) return SP_NODE_MESSAGES.includes(l[2]!);
+  if (l.length === 5) return SP_DEVICE_MESSAGES.includes(l[2]!);
+  return false;
+}
+
+/** What the controller's edge nodes may read: NCMD to a node (rebirth) and host STATE. */
+function sparkplugEdgeRead(topicOrFilter: string, filter: boolean): boolean {
+  const l = topicOrFilter.split('/');
+  if (l[0] !== SPARKPLUG_NAMESPACE) return false;
+  if (l.length === 3 && l[1] === 'STATE') return SP_LEVEL.test(l[2]!) || (filter && l[2] === '+');
+  return l.length === 4 && SP_LEVEL.test(l[1]!) && l[2] === 'NCMD' && SP_LEVEL.test(l[3]!);
+}
 const AGENT_WRITES: readonly SiteChannel[] = ['ack', 'state', 'status'];
 
 export class Acl {
@@ -71,6 +97,10 @@ export class Acl {
     if (topic.startsWith('$')) return deny('acl-publish', '$ topics are reserved');
     if (id.role === 'admin') return OK;
     if (id.role === 'scada') return deny('acl-publish', 'scada is read-only');
+    if (id.role === 'controller' && topic.startsWith(`${SPARKPLUG_NAMESPACE}/`)) {
+      if (!sparkplugEdgePublish(topic)) return deny('acl-publish', 'not a Sparkplug edge-node topic');
+      return retain ? deny('acl-publish', 'Sparkplug messages may not be retained') : OK;
+    }
     const t = parseTopic(topic, this.topics.prefix);
     if (!t) return deny('acl-publish', 'not an Outpost topic');
     if (id.role === 'agent') {
@@ -98,6 +128,9 @@ export class Acl {
       (topic === SPARKPLUG_NAMESPACE || topic.startsWith(`${SPARKPLUG_NAMESPACE}/`))
     ) {
       return OK;
+    }
+    if (id.role === 'controller' && topic.startsWith(`${SPARKPLUG_NAMESPACE}/`)) {
+      return sparkplugEdgeRead(topic, false) ? OK : deny('acl-forward', 'not Sparkplug NCMD or STATE');
     }
     const t = parseTopic(topic, this.topics.prefix);
     if (!t) return deny('acl-forward', 'not an Outpost topic');
@@ -130,6 +163,11 @@ export class Acl {
         : deny('acl-subscribe', 'agents subscribe to their own cmd only');
     }
     if (id.role === 'scada' && filter.startsWith(`${SPARKPLUG_NAMESPACE}/`)) return OK;
+    if (id.role === 'controller' && filter.startsWith(`${SPARKPLUG_NAMESPACE}/`)) {
+      return sparkplugEdgeRead(filter, true)
+        ? OK
+        : deny('acl-subscribe', 'controller reads Sparkplug NCMD and STATE only');
+    }
     const levels = this.#levelsUnderPrefix(filter);
     if (!levels) return deny('acl-subscribe', 'not under the Outpost prefix');
     const [kind, a, b, ...extra] = levels;
@@ -158,10 +196,13 @@ export class Acl {
         return topic === this.topics.status(id.name)
           ? OK
           : deny('will-topic', "an agent's will must be its status");
-      case 'controller':
-        return topic === this.topics.controllerStatus()
+      case 'controller': {
+        const l = topic.split('/');
+        const ndeath = sparkplugEdgePublish(topic) && l[2] === 'NDEATH' && !retain;
+        return topic === this.topics.controllerStatus() || ndeath
           ? OK
-          : deny('will-topic', "the controller's will must be controller/status");
+          : deny('will-topic', "the controller's will must be controller/status or a Sparkplug NDEATH");
+      }
       case 'scada':
         return deny('will-topic', 'scada may not publish, not even a will');
       case 'admin': {

@@ -78,7 +78,7 @@ describe('controller', () => {
     for (const t of [
       'outpost/v1/site/site-a/ack',
       'outpost/v1/site/site-a/status',
-      'spBv1.0/g/NDATA/e',
+      'spBv1.0/STATE/e',
       'x/y',
     ]) {
       expect(acl.canPublish(ctl, t).ok, t).toBe(false);
@@ -105,6 +105,54 @@ describe('controller', () => {
     ]) {
       expect(acl.canSubscribe(ctl, f).ok, f).toBe(false);
     }
+  });
+});
+
+describe('controller as Sparkplug B edge nodes', () => {
+  it('publishes node and device births, data and deaths, never retained, never STATE or commands', () => {
+    for (const t of [
+      'spBv1.0/outpost/NBIRTH/plant',
+      'spBv1.0/outpost/NDATA/plant',
+      'spBv1.0/outpost/NDEATH/plant',
+      'spBv1.0/outpost/DBIRTH/plant/site-a',
+      'spBv1.0/outpost/DDATA/plant/site-a',
+      'spBv1.0/outpost/DDEATH/plant/site-a',
+    ]) {
+      expect(acl.canPublish(ctl, t).ok, t).toBe(true);
+      expect(acl.canPublish(ctl, t, true), `${t} retained`).toMatchObject({
+        ok: false,
+        reason: 'acl-publish',
+      });
+    }
+    for (const t of [
+      'spBv1.0/STATE/scada-host',
+      'spBv1.0/outpost/NCMD/plant',
+      'spBv1.0/outpost/DCMD/plant/site-a',
+      'spBv1.0/outpost/NBIRTH/+',
+      'spBv1.0/outpost/NBIRTH/plant/extra',
+      'spBv1.0/outpost/DDATA/plant',
+    ]) {
+      expect(acl.canPublish(ctl, t), t).toMatchObject({ ok: false, reason: 'acl-publish' });
+    }
+  });
+
+  it('reads only NCMD to a node and host STATE; its will may be an NDEATH', () => {
+    for (const f of ['spBv1.0/outpost/NCMD/plant', 'spBv1.0/STATE/+', 'spBv1.0/STATE/scada-host']) {
+      expect(acl.canSubscribe(ctl, f).ok, f).toBe(true);
+    }
+    for (const f of [
+      'spBv1.0/#',
+      'spBv1.0/outpost/NCMD/+',
+      'spBv1.0/outpost/DDATA/plant/+',
+      'spBv1.0/+/NCMD/plant',
+    ]) {
+      expect(acl.canSubscribe(ctl, f), f).toMatchObject({ ok: false, reason: 'acl-subscribe' });
+    }
+    expect(acl.canRead(ctl, 'spBv1.0/outpost/NCMD/plant').ok).toBe(true);
+    expect(acl.canRead(ctl, 'spBv1.0/outpost/DDATA/plant/site-a').ok).toBe(false);
+    expect(acl.willAllowed(ctl, 'spBv1.0/outpost/NDEATH/plant', false).ok).toBe(true);
+    expect(acl.willAllowed(ctl, 'spBv1.0/outpost/NDEATH/plant', true).ok).toBe(false);
+    expect(acl.willAllowed(ctl, 'spBv1.0/outpost/NBIRTH/plant', false).ok).toBe(false);
   });
 });
 

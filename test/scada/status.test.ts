@@ -177,14 +177,20 @@ beforeAll(async () => {
   });
   const controller = await buildController({ config, log });
   await controller.start({ listen: false });
-  // Sparkplug on our broker needs an identity that may publish spBv1.0/...: the broker's ACL does not
-  // give the controller role that yet, so this uses the admin certificate (docs/SCADA.md).
+  // Sparkplug runs under the controller's own certificate: the broker's ACL lets the controller role
+  // publish edge-node births/data/deaths, read NCMD/STATE and leave an NDEATH will (docs/SCADA.md).
   const sparkplug = createControllerSparkplug({
     config: {
       dataDir: join(dir, 'controller'),
       certsDir: certs,
       mqtt: { url: `mqtts://127.0.0.1:${port}` },
-      sparkplug: { enabled: true, cert: l.adminCert, key: l.adminKey, clientIdBase: 'admin', pollMs: 100 },
+      sparkplug: {
+        enabled: true,
+        cert: l.controllerCert,
+        key: l.controllerKey,
+        clientIdBase: 'controller',
+        pollMs: 100,
+      },
     },
     store: controller.store,
     log,
