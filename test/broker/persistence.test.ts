@@ -12,6 +12,7 @@ import {
   SCHEMA_VERSION,
   type SqlitePersistence,
 } from '../../broker/src/persistence/index.js';
+import { RELAXED_COMMIT_MS, Writer } from '../../broker/src/persistence/writer.js';
 import { connectInbox, sleep, startBroker, waitFor } from './fixtures/mqtt-helpers.js';
 import { collect, FakeBroker, open, publish, type TempDb, tempDb } from './fixtures/persistence-helpers.js';
 
@@ -130,13 +131,26 @@ describe('state survives closing and reopening the database', () => {
       { ...publish('outpost/v1/site/site-a/cmd', 'two', 2), messageId: 12 },
     );
     await p.outgoingUpdate({ id: 'site-a' }, { ...publish('x', 'three', 3), qos: 2, messageId: 13 });
-
-    p = await reopen();
-    const queued = await collect(p.outgoingStream({ id: 'site-a' }));
-    expect(queued.map((m) => [String(m.payload), m.messageId, m.brokerCounter])).toEqual([
+    const ids = async (q: SqlitePersistence) =>
+      (await collect(q.outgoingStream({ id: 'site-a' }))).map((m) => [
+        String(m.payload),
+        m.messageId,
+        m.brokerCounter,
+      ]);
+    expect(await ids(p)).toEqual([
       ['one', 11, 1],
       ['two', 12, 2],
       ['three', 13, 3],
+    ]);
+
+    // The packet identifiers of deliveries are not persisted (a lost one is assigned again on
+    // redelivery); the queue, its order and its packets are.
+    p = await reopen();
+    const queued = await collect(p.outgoingStream({ id: 'site-a' }));
+    expect(queued.map((m) => [String(m.payload), m.messageId, m.brokerCounter])).toEqual([
+      ['one', undefined, 1],
+      ['two', undefined, 2],
+      ['three', undefined, 3],
     ]);
     expect(queued[0]).toMatchObject({
       cmd: 'publish',
@@ -144,22 +158,30 @@ describe('state survives closing and reopening the database', () => {
       qos: 1,
       brokerId: 'broker-1',
     });
-    // QoS 2 outbound: PUBREC received, the row becomes a PUBREL
+    // redelivery after the restart assigns identifiers again
+    for (const [i, m] of queued.entries()) {
+      await p.outgoingUpdate({ id: 'site-a' }, { ...m, messageId: 11 + i });
+    }
+    // QoS 2 outbound: PUBREC received, the row becomes a PUBREL (durable, with its identifier)
     await p.outgoingUpdate({ id: 'site-a' }, { cmd: 'pubrel', messageId: 13 });
-
-    p = await reopen();
     const cleared = await p.outgoingClearMessageId({ id: 'site-a' }, { cmd: 'puback', messageId: 11 });
     expect(String(cleared?.payload)).toBe('one');
+    expect(cleared?.messageId).toBe(11);
 
     p = await reopen();
     expect(await collect(p.outgoingStream({ id: 'site-a' }))).toEqual([
-      expect.objectContaining({ payload: Buffer.from('two'), messageId: 12 }),
+      expect.objectContaining({ payload: Buffer.from('two'), messageId: undefined }),
       { cmd: 'pubrel', messageId: 13 },
     ]);
+    // the PUBREL's identifier survives: PUBCOMP clears it after a restart
+    expect(await p.outgoingClearMessageId({ id: 'site-a' }, { cmd: 'pubcomp', messageId: 13 })).toEqual({
+      cmd: 'pubrel',
+      messageId: 13,
+    });
     expect((await collect(p.outgoingStream({ id: 'site-b' }))).map((m) => String(m.payload))).toEqual([
       'one',
     ]);
-    expect(p.queueStats('site-a').messages).toBe(2);
+    expect(p.queueStats('site-a').messages).toBe(1);
     expect(p.queueStats('site-b')).toEqual({ messages: 1, bytes: 'outpost/v1/site/site-a/cmd'.length + 3 });
   });
 
@@ -170,9 +192,9 @@ describe('state survives closing and reopening the database', () => {
 
     p = await reopen(new FakeBroker('after'));
     const [row] = await collect(p.outgoingStream({ id: 'site-a' }));
+    expect(row?.messageId).toBeUndefined(); // delivery identifiers are not persisted
     // aedes' emptyQueue wraps the row in a QoSPacket (keeps brokerId/counter) with a fresh id
     await p.outgoingUpdate({ id: 'site-a' }, { ...row, messageId: 200 });
-    p = await reopen();
     expect((await collect(p.outgoingStream({ id: 'site-a' }))).map((m) => m.messageId)).toEqual([200]);
     expect(await p.outgoingClearMessageId({ id: 'site-a' }, { cmd: 'puback', messageId: 200 })).toBeDefined();
     expect(p.queueStats('site-a')).toEqual({ messages: 0, bytes: 0 });
@@ -273,8 +295,10 @@ describe('group commit', () => {
     await expect(unknown).rejects.toThrow('no such packet');
     await expect(missing).rejects.toThrow('no such packet');
 
-    p = await reopen();
     expect((await collect(p.outgoingStream({ id: 'site-a' }))).map((m) => m.messageId)).toEqual([5]);
+    p = await reopen();
+    // the queued message survives; its delivery's packet identifier is not persisted
+    expect((await collect(p.outgoingStream({ id: 'site-a' }))).map((m) => m.messageId)).toEqual([undefined]);
     expect((await p.incomingGetPacket({ id: 'site-a' }, { messageId: 3 })).messageId).toBe(3);
     expect(p.queueStats('site-a').messages).toBe(1);
   });
@@ -290,6 +314,69 @@ describe('group commit', () => {
     expect(await (await reopen()).subscriptionsByClient({ id: 'site-a' })).toEqual([
       { topic: CMD_TOPIC, qos: 1 },
     ]);
+  });
+});
+
+describe('Writer', () => {
+  function table(path: string): Database.Database {
+    const db = new Database(path);
+    db.pragma('journal_mode = WAL');
+    db.exec('CREATE TABLE IF NOT EXISTS t (v TEXT PRIMARY KEY)');
+    return db;
+  }
+  const values = (db: Database.Database) =>
+    db.prepare<[], string>('SELECT v FROM t ORDER BY v').pluck().all();
+
+  it('an unexpected error rolls back the batch and replays it: only the failing call is undone', async () => {
+    const db = table(tmp.path);
+    const writer = new Writer(db);
+    let resyncs = 0;
+    writer.onResync(() => resyncs++);
+    const insert = db.prepare<[string]>('INSERT INTO t (v) VALUES (?)');
+    let runs = 0;
+    const a = writer.submit(true, () => {
+      runs++;
+      insert.run('a');
+    });
+    const b = writer.submit(true, () => {
+      insert.run('b');
+      throw new Error('boom');
+    });
+    const c = writer.submit(false, () => insert.run('c'));
+    await expect(a).resolves.toBeUndefined();
+    await expect(b).rejects.toThrow('boom');
+    await expect(c).resolves.toBeDefined();
+    expect(runs).toBe(2); // ran, rolled back, replayed
+    expect(resyncs).toBeGreaterThan(0);
+    expect(values(db)).toEqual(['a', 'c']);
+    writer.close();
+    db.close();
+  });
+
+  it('commits a relaxed-only batch within RELAXED_COMMIT_MS, or with the next durable one', async () => {
+    const db = table(tmp.path);
+    const reader = new Database(tmp.path, { readonly: true });
+    db.pragma('synchronous = FULL'); // as openDatabase leaves it
+    const writer = new Writer(db);
+    const insert = db.prepare<[string]>('INSERT INTO t (v) VALUES (?)');
+    try {
+      await writer.submit(false, () => insert.run('r1'));
+      expect(db.pragma('synchronous', { simple: true })).toBe(1); // NORMAL for a relaxed one
+      expect(values(db)).toEqual(['r1']); // the writer's connection sees it at once
+      expect(values(reader)).toEqual([]); // not committed yet
+      await sleep(RELAXED_COMMIT_MS * 3);
+      expect(values(reader)).toEqual(['r1']);
+      await writer.submit(false, () => insert.run('r2'));
+      await writer.submit(true, () => insert.run('d1'));
+      expect(values(reader)).toEqual(['d1', 'r1', 'r2']); // the durable commit took it along
+      expect(db.pragma('synchronous', { simple: true })).toBe(2); // FULL for the durable one
+      await writer.submit(false, () => insert.run('r3'));
+      writer.close(); // commits it
+      expect(values(reader)).toEqual(['d1', 'r1', 'r2', 'r3']);
+    } finally {
+      reader.close();
+      db.close();
+    }
   });
 });
 

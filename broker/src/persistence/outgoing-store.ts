@@ -1,8 +1,16 @@
 /**
  * The outgoing queues of persistent sessions, on disk: one `outgoing` row per (client, message)
  * in queue order. The heap holds only two numbers per client with a non-empty queue (messages and
- * bytes, for caps and metrics) and small bounded sets of recent cap drops. All methods are
- * synchronous and must run inside a `Writer` transaction when they write.
+ * bytes, for caps and metrics), small bounded sets of recent cap drops, and the packet
+ * identifiers of in-flight deliveries. All methods are synchronous and must run inside a `Writer`
+ * transaction when they write.
+ *
+ * Packet identifiers. The identifier aedes assigns to a delivery of a queued PUBLISH
+ * (`outgoingUpdate` for the same message) is kept in memory only (`#ids`), not written to the row:
+ * it is losable by design, since a delivery whose identifier is lost (restart, or a failed
+ * transaction) is simply sent again with a new one when the client reconnects (at-least-once;
+ * the agent dedupes, I2). Identifiers that are part of the stored packet itself are on disk and
+ * mirrored in `#ids` at open: a PUBREL that replaced a row, or a packet enqueued with one.
  */
 import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
@@ -28,7 +36,21 @@ export interface UpdateTarget {
 /** How many recent cap drops are remembered so that the live delivery of one is not an error. */
 const DROPPED_MEMORY = 4096;
 
-function rowToPacket(row: Row): PacketLike {
+/** In-memory packet identifiers kept at most; beyond, the oldest unpersisted one is forgotten. */
+const MAX_IDS = 200_000;
+
+/** The packet identifier of one row (by `seq`), as `outgoingUpdate`/`clear` look it up. */
+interface IdEntry {
+  clientId: string;
+  messageId: number;
+  /** The row's broker_id. */
+  brokerId: string | null;
+  bytes: number;
+  /** Also in the row's message_id column (a PUBREL, or a packet enqueued with an identifier). */
+  persisted: boolean;
+}
+
+function rowToPacket(row: Pick<Row, 'message_id' | 'meta' | 'payload' | 'payload_text'>): PacketLike {
   const packet = decodePacket(row.meta, row.payload, row.payload_text);
   if (row.message_id !== null) packet.messageId = row.message_id;
   else if (Object.hasOwn(packet, 'messageId')) packet.messageId = undefined;
@@ -51,17 +73,25 @@ export class OutgoingStore {
   readonly #dropping = new Set<string>();
   #droppedMessages = 0;
   #droppedBytes = 0;
+  /** Packet identifiers by row (insertion order: oldest first, for the cap). */
+  readonly #ids = new Map<number, IdEntry>();
+  /** Rows by client and packet identifier, each list in queue order. */
+  readonly #idIndex = new Map<string, Map<number, number[]>>();
 
   readonly #insert: Database.Statement<
     [string, string | null, number | null, number | null, number, Buffer, Buffer | null, number]
   >;
   readonly #findSameBroker: Database.Statement<[string, string | null, number | null], UpdateTarget>;
-  readonly #findByMessageId: Database.Statement<[string, number | null, string | null], UpdateTarget>;
+  readonly #findUnassigned: Database.Statement<[string, string | null], UpdateTarget>;
   readonly #setMessageId: Database.Statement<[number | null, number]>;
   readonly #replace: Database.Statement<
     [string | null, number | null, number | null, number, Buffer, Buffer | null, number, number]
   >;
-  readonly #clear: Database.Statement<[string, number], Row & { bytes: number }>;
+  readonly #clear: Database.Statement<[number, string], Pick<Row, 'meta' | 'payload' | 'payload_text'>>;
+  readonly #loadIds: Database.Statement<
+    [],
+    { seq: number; client_id: string; message_id: number; broker_id: string | null; bytes: number }
+  >;
   readonly #page: Database.Statement<[string, number, number, number], Row>;
   readonly #maxSeq: Database.Statement<[string], { m: number | null }>;
   readonly #deleteClient: Database.Statement<[string]>;
@@ -89,9 +119,9 @@ export class OutgoingStore {
       `SELECT seq, bytes, 1 AS sameBroker FROM outgoing
        WHERE client_id = ? AND broker_id IS ? AND broker_counter IS ? ORDER BY seq LIMIT 1`,
     );
-    this.#findByMessageId = db.prepare(
+    this.#findUnassigned = db.prepare(
       `SELECT seq, bytes, 0 AS sameBroker FROM outgoing
-       WHERE client_id = ? AND message_id IS ? AND broker_id IS NOT ? ORDER BY seq LIMIT 1`,
+       WHERE client_id = ? AND message_id IS NULL AND broker_id IS NOT ? ORDER BY seq`,
     );
     this.#setMessageId = db.prepare('UPDATE outgoing SET message_id = ? WHERE seq = ?');
     this.#replace = db.prepare(
@@ -99,9 +129,11 @@ export class OutgoingStore {
        payload = ?, payload_text = ? WHERE seq = ?`,
     );
     this.#clear = db.prepare(
-      `DELETE FROM outgoing WHERE seq = (
-         SELECT seq FROM outgoing WHERE client_id = ? AND message_id = ? ORDER BY seq LIMIT 1)
-       RETURNING seq, bytes, message_id, meta, payload, payload_text`,
+      'DELETE FROM outgoing WHERE seq = ? AND client_id = ? RETURNING meta, payload, payload_text',
+    );
+    this.#loadIds = db.prepare(
+      `SELECT seq, client_id, message_id, broker_id, bytes FROM outgoing
+       WHERE message_id IS NOT NULL ORDER BY seq`,
     );
     this.#page = db.prepare(
       `SELECT seq, message_id, meta, payload, payload_text FROM outgoing
@@ -116,12 +148,66 @@ export class OutgoingStore {
     this.#writer.onResync(() => this.reloadStats());
   }
 
-  /** Rebuilds the per-client counters from disk (at open, and after a failed transaction). */
+  /**
+   * Rebuilds the per-client counters and the packet identifiers from disk (at open, and after a
+   * failed transaction, which also forgets the in-memory identifiers: their rows may be gone).
+   */
   reloadStats(): void {
     this.#stats.clear();
     for (const row of this.#loadStats.all()) {
       this.#stats.set(row.client_id, { messages: row.messages, bytes: row.bytes });
     }
+    this.#ids.clear();
+    this.#idIndex.clear();
+    for (const row of this.#loadIds.all()) {
+      this.#addId(row.seq, {
+        clientId: row.client_id,
+        messageId: row.message_id,
+        brokerId: row.broker_id,
+        bytes: row.bytes,
+        persisted: true,
+      });
+    }
+  }
+
+  #addId(seq: number, entry: IdEntry): void {
+    this.#removeId(seq);
+    this.#ids.set(seq, entry);
+    let byId = this.#idIndex.get(entry.clientId);
+    if (byId === undefined) {
+      byId = new Map();
+      this.#idIndex.set(entry.clientId, byId);
+    }
+    const seqs = byId.get(entry.messageId);
+    if (seqs === undefined) byId.set(entry.messageId, [seq]);
+    else {
+      let i = seqs.length;
+      while (i > 0 && (seqs[i - 1] as number) > seq) i--;
+      seqs.splice(i, 0, seq);
+    }
+    if (this.#ids.size > MAX_IDS) {
+      for (const [oldSeq, old] of this.#ids) {
+        if (!old.persisted) {
+          this.#removeId(oldSeq);
+          break;
+        }
+      }
+    }
+  }
+
+  #removeId(seq: number): IdEntry | undefined {
+    const entry = this.#ids.get(seq);
+    if (entry === undefined) return undefined;
+    this.#ids.delete(seq);
+    const byId = this.#idIndex.get(entry.clientId);
+    const seqs = byId?.get(entry.messageId);
+    if (byId !== undefined && seqs !== undefined) {
+      const i = seqs.indexOf(seq);
+      if (i >= 0) seqs.splice(i, 1);
+      if (seqs.length === 0) byId.delete(entry.messageId);
+      if (byId.size === 0) this.#idIndex.delete(entry.clientId);
+    }
+    return entry;
   }
 
   /**
@@ -152,7 +238,7 @@ export class OutgoingStore {
         this.#rememberDrop(dropKey(clientId, brokerId, brokerCounter));
         continue;
       }
-      this.#insert.run(
+      const { lastInsertRowid } = this.#insert.run(
         clientId,
         brokerId,
         brokerCounter,
@@ -162,6 +248,15 @@ export class OutgoingStore {
         encoded.payload,
         encoded.payloadText,
       );
+      if (messageId !== null) {
+        this.#addId(Number(lastInsertRowid), {
+          clientId,
+          messageId,
+          brokerId,
+          bytes: encoded.bytes,
+          persisted: true,
+        });
+      }
       if (stats === undefined) {
         stats = { messages: 0, bytes: 0 };
         this.#stats.set(clientId, stats);
@@ -210,16 +305,51 @@ export class OutgoingStore {
    */
   findUpdateTarget(clientId: string, packet: PacketLike): UpdateTarget | undefined {
     const brokerId = packet.brokerId ?? null;
-    const messageId = packet.messageId ?? null;
     const a = this.#findSameBroker.get(clientId, brokerId, packet.brokerCounter ?? null);
-    const b = this.#findByMessageId.get(clientId, messageId, brokerId);
+    const b = this.#findByMessageId(clientId, packet.messageId, brokerId);
     if (a === undefined) return b;
     if (b === undefined || a.seq < b.seq) return a;
     return b;
   }
 
-  setMessageId(seq: number, messageId: number | null): void {
-    this.#setMessageId.run(messageId, seq);
+  /** The first row of the client with this packet identifier (none: unassigned) and another broker. */
+  #findByMessageId(clientId: string, messageId: unknown, brokerId: unknown): UpdateTarget | undefined {
+    if (typeof messageId === 'number') {
+      const seqs = this.#idIndex.get(clientId)?.get(messageId);
+      if (seqs === undefined) return undefined;
+      for (const seq of seqs) {
+        const entry = this.#ids.get(seq) as IdEntry;
+        if (entry.brokerId !== brokerId) return { seq, bytes: entry.bytes, sameBroker: 0 };
+      }
+      return undefined;
+    }
+    if (messageId !== undefined && messageId !== null) return undefined;
+    for (const row of this.#findUnassigned.iterate(
+      clientId,
+      typeof brokerId === 'string' ? brokerId : null,
+    )) {
+      if (!this.#ids.has(row.seq)) return row;
+    }
+    return undefined;
+  }
+
+  /**
+   * Records the packet identifier of a delivery of row `target` (found with `sameBroker` for
+   * `packet`): in memory only, unless the row already holds one on disk.
+   */
+  setMessageId(clientId: string, target: UpdateTarget, packet: PacketLike): void {
+    const messageId = typeof packet.messageId === 'number' ? packet.messageId : null;
+    const old = this.#removeId(target.seq);
+    const persisted = old?.persisted === true;
+    if (persisted) this.#setMessageId.run(messageId, target.seq);
+    if (messageId === null) return;
+    this.#addId(target.seq, {
+      clientId,
+      messageId,
+      brokerId: typeof packet.brokerId === 'string' ? packet.brokerId : null,
+      bytes: target.bytes,
+      persisted,
+    });
   }
 
   replace(clientId: string, target: UpdateTarget, packet: PacketLike, encoded: EncodedPacket): void {
@@ -233,27 +363,46 @@ export class OutgoingStore {
       encoded.payloadText,
       target.seq,
     );
+    this.#removeId(target.seq);
+    if (typeof packet.messageId === 'number') {
+      this.#addId(target.seq, {
+        clientId,
+        messageId: packet.messageId,
+        brokerId: typeof packet.brokerId === 'string' ? packet.brokerId : null,
+        bytes: encoded.bytes,
+        persisted: true,
+      });
+    }
     const stats = this.#stats.get(clientId);
     if (stats !== undefined) stats.bytes += encoded.bytes - target.bytes;
   }
 
   /** Removes the first queued row with this packet identifier and returns its packet. */
   clear(clientId: string, messageId: number): PacketLike | undefined {
-    const row = this.#clear.get(clientId, messageId);
-    if (row === undefined) return undefined;
-    const stats = this.#stats.get(clientId);
-    if (stats !== undefined) {
-      stats.messages--;
-      stats.bytes -= row.bytes;
-      if (stats.messages <= 0) this.#stats.delete(clientId);
+    for (;;) {
+      const seq = this.#idIndex.get(clientId)?.get(messageId)?.[0];
+      if (seq === undefined) return undefined;
+      const entry = this.#removeId(seq) as IdEntry;
+      const row = this.#clear.get(seq, clientId);
+      if (row === undefined) continue; // the row is gone: a stale identifier
+      const stats = this.#stats.get(clientId);
+      if (stats !== undefined) {
+        stats.messages--;
+        stats.bytes -= entry.bytes;
+        if (stats.messages <= 0) this.#stats.delete(clientId);
+      }
+      this.#dropping.delete(clientId);
+      return rowToPacket({ ...row, message_id: messageId });
     }
-    this.#dropping.delete(clientId);
-    return rowToPacket(row);
   }
 
   /** Deletes a client's whole queue; returns how many messages it held. */
   deleteClient(clientId: string): number {
     const { changes } = this.#deleteClient.run(clientId);
+    const byId = this.#idIndex.get(clientId);
+    if (byId !== undefined) {
+      for (const seqs of [...byId.values()]) for (const seq of [...seqs]) this.#removeId(seq);
+    }
     this.#stats.delete(clientId);
     this.#dropping.delete(clientId);
     return changes;
@@ -275,6 +424,8 @@ export class OutgoingStore {
       const rows = this.#page.all(clientId, after, untilSeq, pageSize);
       for (const row of rows) {
         after = row.seq;
+        const entry = this.#ids.get(row.seq);
+        if (entry !== undefined) row.message_id = entry.messageId;
         yield rowToPacket(row);
       }
       if (rows.length < pageSize) return;

@@ -71,6 +71,11 @@ const MIGRATIONS: readonly string[] = [
     payload_text INTEGER NOT NULL DEFAULT 0
   ) WITHOUT ROWID;
   `,
+  // 2: packet identifiers of deliveries are looked up in memory (outgoing-store.ts); the index on
+  // them only cost every enqueue and clear an extra b-tree write.
+  `
+  DROP INDEX IF EXISTS outgoing_message;
+  `,
 ];
 
 /** The schema version this code writes. */

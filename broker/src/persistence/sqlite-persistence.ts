@@ -290,18 +290,17 @@ export class SqlitePersistence {
   }
 
   /**
-   * Records the packet identifier of a delivery, or replaces the row (a PUBREL after PUBREC).
-   * Durable only for the latter: a lost identifier is simply assigned again on redelivery.
+   * Records the packet identifier of a delivery (in memory: a lost identifier is simply assigned
+   * again on redelivery), or replaces the row (a PUBREL after PUBREC, durable).
    */
   async outgoingUpdate(client: ClientRef, packet: PacketLike): Promise<void> {
-    const messageId = typeof packet.messageId === 'number' ? packet.messageId : null;
     await this.#writer.submit(packet.cmd !== 'publish', () => {
       const target = this.#outgoing.findUpdateTarget(client.id, packet);
       if (target === undefined) {
         if (this.#outgoing.wasDropped(client.id, packet)) return; // refused by the cap: live only
         throw noSuchPacket();
       }
-      if (target.sameBroker === 1) this.#outgoing.setMessageId(target.seq, messageId);
+      if (target.sameBroker === 1) this.#outgoing.setMessageId(client.id, target, packet);
       else this.#outgoing.replace(client.id, target, packet, encodePacket(packet));
     });
   }

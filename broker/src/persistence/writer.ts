@@ -1,10 +1,12 @@
 /**
  * Every database operation of the persistence goes through one `Writer`, which runs them in
  * submission order and group-commits them: the operations submitted during one turn of the event
- * loop run in a single IMMEDIATE transaction at the end of it (each in its own SAVEPOINT, so one
- * failing operation does not undo the others), and each operation's promise settles only after
- * that transaction has committed. A burst of publishes (aedes handles a whole socket read at once)
- * thus costs one fsync instead of one per message, and nothing is acknowledged before it is on disk.
+ * loop run as one batch at the end of it, in a single IMMEDIATE transaction. A batch runs without
+ * per-operation savepoints; only if an operation throws an unexpected error is the batch rolled
+ * back and replayed operation by operation, each in its own SAVEPOINT, so one failing operation
+ * still does not undo the others. A burst of publishes (aedes handles a whole socket read at once)
+ * thus costs one fsync instead of one per message, and nothing durable is acknowledged before it
+ * is on disk.
  *
  * Each operation says whether an acknowledgement depends on it:
  *
@@ -16,13 +18,23 @@
  *   cut only repeats work: clearing an acknowledged delivery (redelivered, at-least-once; the agent
  *   dedupes, I2), recording a packet identifier, session timestamps.
  *
- * A batch is durable if any of its operations is. In WAL mode a later FULL commit fsyncs the log
- * up to itself, so durable writes never overtake relaxed ones.
+ * A batch is durable if any of its operations is; its transaction commits at the end of the turn
+ * and its promises settle after that commit. A relaxed-only batch does not commit every turn: it
+ * runs in a transaction that stays open (its promises settle once it has run, seeing its own
+ * writes) and is committed, with synchronous=NORMAL, before the next durable batch or after
+ * RELAXED_COMMIT_MS, whichever comes first, or on `close`. That only widens the window in which a
+ * crash loses a relaxed write (kill -9 within RELAXED_COMMIT_MS now loses it too), and such a loss
+ * only repeats work. The connection sees its own uncommitted writes, so reads are unaffected;
+ * other connections see relaxed writes once committed. In WAL mode a later FULL commit fsyncs the
+ * log up to itself, so durable writes never overtake relaxed ones.
  */
 import type Database from 'better-sqlite3';
 
 /** Operations per transaction at most; a longer queue is committed in several. */
 const MAX_BATCH = 512;
+
+/** How long a relaxed-only transaction may stay open before it is committed. */
+export const RELAXED_COMMIT_MS = 20;
 
 /** Error code of an operation submitted after `close`. */
 export const ERR_CLOSED = 'ERR_PERSISTENCE_CLOSED';
@@ -45,32 +57,40 @@ function isExpected(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { expected?: unknown }).expected === true;
 }
 
+/** A statement prepared once and run without bindings. */
+type Stmt = { run: () => unknown };
+
 export class Writer {
   readonly #db: Database.Database;
-  readonly #outer: Database.Transaction<(jobs: Job[], outcomes: Outcome[]) => void>;
-  readonly #savepoint: Database.Transaction<(op: () => unknown) => unknown>;
   readonly #onResync: Array<() => void> = [];
+  readonly #begin: Stmt;
+  readonly #commitTx: Stmt;
+  readonly #rollbackTx: Stmt;
+  readonly #batchSavepoint: Stmt;
+  readonly #batchRelease: Stmt;
+  readonly #batchRollback: Stmt;
+  readonly #opSavepoint: Stmt;
+  readonly #opRelease: Stmt;
+  readonly #opRollback: Stmt;
   #queue: Job[] = [];
   #scheduled: NodeJS.Immediate | undefined;
+  /** The open relaxed-only transaction's commit timer (set while one is open). */
+  #relaxedTimer: NodeJS.Timeout | undefined;
   #full = true;
   #after: Array<() => void> | undefined;
   #closed = false;
 
   constructor(db: Database.Database) {
     this.#db = db;
-    this.#savepoint = db.transaction((op: () => unknown) => op());
-    this.#outer = db.transaction((jobs: Job[], outcomes: Outcome[]) => {
-      for (const job of jobs) {
-        const after: Array<() => void> = [];
-        this.#after = after;
-        try {
-          outcomes.push({ ok: true, value: this.#savepoint(job.op), after });
-        } catch (error) {
-          outcomes.push({ ok: false, error });
-        }
-      }
-      this.#after = undefined;
-    });
+    this.#begin = db.prepare('BEGIN IMMEDIATE');
+    this.#commitTx = db.prepare('COMMIT');
+    this.#rollbackTx = db.prepare('ROLLBACK');
+    this.#batchSavepoint = db.prepare('SAVEPOINT writer_batch');
+    this.#batchRelease = db.prepare('RELEASE writer_batch');
+    this.#batchRollback = db.prepare('ROLLBACK TO writer_batch');
+    this.#opSavepoint = db.prepare('SAVEPOINT writer_op');
+    this.#opRelease = db.prepare('RELEASE writer_op');
+    this.#opRollback = db.prepare('ROLLBACK TO writer_op');
   }
 
   /**
@@ -81,7 +101,7 @@ export class Writer {
     this.#onResync.push(fn);
   }
 
-  /** Queues `op` for the next group commit; resolves with its result once committed. */
+  /** Queues `op` for the next group commit; resolves with its result once committed (see above). */
   submit<T>(durable: boolean, op: () => T): Promise<T> {
     if (this.#closed) return Promise.reject(expectedError('the broker persistence is closed', ERR_CLOSED));
     return new Promise<T>((resolve, reject) => {
@@ -98,25 +118,32 @@ export class Writer {
   runSync<T>(durable: boolean, op: () => T): T {
     if (this.#closed) throw expectedError('the broker persistence is closed', ERR_CLOSED);
     this.flush();
+    this.commitRelaxed();
     let outcome: { ok: true; value: T } | { ok: false; error: unknown } | undefined;
-    this.#commit([
-      {
-        durable,
-        op,
-        resolve: (value) => {
-          outcome = { ok: true, value: value as T };
+    this.#run(
+      [
+        {
+          durable,
+          op,
+          resolve: (value) => {
+            outcome = { ok: true, value: value as T };
+          },
+          reject: (error) => {
+            outcome = { ok: false, error };
+          },
         },
-        reject: (error) => {
-          outcome = { ok: false, error };
-        },
-      },
-    ]);
+      ],
+      true,
+    );
     if (outcome === undefined) throw new Error('operation did not run');
     if (!outcome.ok) throw outcome.error;
     return outcome.value;
   }
 
-  /** Commits everything queued now (before a snapshot read, or on close). */
+  /**
+   * Runs everything queued now (before a snapshot read, or on close). Durable batches are
+   * committed; relaxed-only ones may stay in the open transaction (`commitRelaxed` ends it).
+   */
   flush(): void {
     if (this.#scheduled !== undefined) {
       clearImmediate(this.#scheduled);
@@ -124,26 +151,73 @@ export class Writer {
     }
     while (this.#queue.length > 0) {
       const jobs = this.#queue.splice(0, MAX_BATCH);
-      this.#commit(jobs);
+      this.#run(jobs, false);
     }
   }
 
-  #commit(jobs: Job[]): void {
-    const durable = jobs.some((j) => j.durable);
-    const outcomes: Outcome[] = [];
+  /** Commits the open relaxed-only transaction, if any. */
+  commitRelaxed(): void {
+    if (this.#relaxedTimer === undefined) return;
+    clearTimeout(this.#relaxedTimer);
+    this.#relaxedTimer = undefined;
     try {
-      if (durable !== this.#full) {
-        this.#db.pragma(durable ? 'synchronous = FULL' : 'synchronous = NORMAL');
-        this.#full = durable;
+      this.#commitTx.run();
+    } catch {
+      // Its operations have settled already; their writes were losable by definition.
+      this.#abandon();
+    }
+  }
+
+  /** Rolls back whatever transaction is left open after a failure and rebuilds in-memory state. */
+  #abandon(): void {
+    if (this.#relaxedTimer !== undefined) {
+      clearTimeout(this.#relaxedTimer);
+      this.#relaxedTimer = undefined;
+    }
+    this.#after = undefined;
+    if (this.#db.inTransaction) {
+      try {
+        this.#rollbackTx.run();
+      } catch {
+        // nothing left to undo
       }
-      this.#outer.immediate(jobs, outcomes);
+    }
+    this.#resync();
+  }
+
+  #setSync(full: boolean): void {
+    if (full === this.#full) return;
+    // Not a prepared statement: SQLite applies this pragma when it is prepared, not when run.
+    this.#db.pragma(full ? 'synchronous = FULL' : 'synchronous = NORMAL');
+    this.#full = full;
+  }
+
+  /**
+   * Runs one batch. A durable one (or `commitNow`) commits before its promises settle; a
+   * relaxed-only one joins or opens the relaxed transaction and settles at once.
+   */
+  #run(jobs: Job[], commitNow: boolean): void {
+    const durable = jobs.some((j) => j.durable);
+    const commit = durable || commitNow;
+    let outcomes: Outcome[];
+    try {
+      // A durable commit needs synchronous=FULL, which cannot change inside a transaction: end
+      // the relaxed one first (a cheap NORMAL commit; the FULL commit then fsyncs both).
+      if (commit) this.commitRelaxed();
+      if (this.#relaxedTimer === undefined) {
+        this.#setSync(durable);
+        this.#begin.run();
+      }
+      outcomes = this.#runBatch(jobs);
+      if (commit) this.#commitTx.run();
+      else {
+        this.#relaxedTimer ??= setTimeout(() => this.commitRelaxed(), RELAXED_COMMIT_MS);
+      }
     } catch (err) {
-      this.#after = undefined;
-      this.#resync();
+      this.#abandon();
       for (const job of jobs) job.reject(err);
       return;
     }
-    if (outcomes.some((o) => !o.ok && !isExpected(o.error))) this.#resync();
     jobs.forEach((job, i) => {
       const outcome = outcomes[i];
       if (outcome === undefined) job.reject(new Error('operation did not run'));
@@ -154,11 +228,71 @@ export class Writer {
     });
   }
 
+  /**
+   * Runs the operations in a savepoint of the open transaction, without one per operation. An
+   * operation that throws an expected error wrote nothing, so the others go on. Any other error
+   * rolls the batch back, rebuilds in-memory state, and replays it operation by operation, each in
+   * its own savepoint, so only the failing one is undone. Throws if the transaction was lost.
+   */
+  #runBatch(jobs: Job[]): Outcome[] {
+    this.#batchSavepoint.run();
+    let outcomes: Outcome[] = [];
+    let failed = false;
+    try {
+      for (const job of jobs) {
+        const after: Array<() => void> = [];
+        this.#after = after;
+        try {
+          outcomes.push({ ok: true, value: job.op(), after });
+        } catch (error) {
+          if (!isExpected(error)) {
+            failed = true;
+            break;
+          }
+          outcomes.push({ ok: false, error });
+        }
+      }
+    } finally {
+      this.#after = undefined;
+    }
+    if (!failed) {
+      this.#batchRelease.run();
+      return outcomes;
+    }
+    this.#batchRollback.run();
+    this.#batchRelease.run();
+    this.#resync();
+    outcomes = [];
+    let unexpected = false;
+    try {
+      for (const job of jobs) {
+        const after: Array<() => void> = [];
+        this.#after = after;
+        this.#opSavepoint.run();
+        try {
+          const value = job.op();
+          this.#opRelease.run();
+          outcomes.push({ ok: true, value, after });
+        } catch (error) {
+          if (!this.#db.inTransaction) throw error; // SQLite rolled the whole transaction back
+          this.#opRollback.run();
+          this.#opRelease.run();
+          if (!isExpected(error)) unexpected = true;
+          outcomes.push({ ok: false, error });
+        }
+      }
+    } finally {
+      this.#after = undefined;
+    }
+    if (unexpected) this.#resync();
+    return outcomes;
+  }
+
   #resync(): void {
     for (const fn of this.#onResync) fn();
   }
 
-  /** Runs `fn` after the current operation's transaction has committed (at once outside one). */
+  /** Runs `fn` after the current operation's batch has run (at once outside one). */
   afterCommit(fn: () => void): void {
     if (this.#after === undefined) fn();
     else this.#after.push(fn);
@@ -167,6 +301,7 @@ export class Writer {
   /** Commits what is queued and refuses further operations. */
   close(): void {
     this.flush();
+    this.commitRelaxed();
     this.#closed = true;
   }
 }
