@@ -150,6 +150,8 @@ export class FaultSystem {
   readonly created: Created[] = [];
   /** Faults injected, by kind (reported by the soak and the docs). */
   readonly faults: Record<string, number> = {};
+  /** Pids this harness killed (as opposed to ones that died at their own fault point). */
+  readonly killed = new Set<number>();
   broker: Spawned | undefined;
   controller: Spawned | undefined;
   private revs = new Map<string, number>();
@@ -243,6 +245,7 @@ export class FaultSystem {
   async killBroker(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const p = this.broker;
     if (!p || p.exitInfo) return;
+    this.killed.add(p.pid);
     await p.kill(signal, { timeoutMs: 15_000 });
     if (signal === 'SIGKILL') this.count('broker SIGKILL');
   }
@@ -323,6 +326,7 @@ export class FaultSystem {
   async killController(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const p = this.controller;
     if (!p || p.exitInfo) return;
+    this.killed.add(p.pid);
     await p.kill(signal, { timeoutMs: 15_000 });
     if (signal === 'SIGKILL') this.count('controller SIGKILL');
   }
@@ -401,6 +405,7 @@ export class FaultSystem {
   async killAgent(site: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const p = this.agent(site).proc;
     if (!p || p.exitInfo) return;
+    this.killed.add(p.pid);
     await p.kill(signal, { timeoutMs: 15_000 });
     if (signal === 'SIGKILL') this.count('agent SIGKILL');
   }
