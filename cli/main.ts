@@ -29,6 +29,11 @@ const COMMANDS: Record<string, { load: Runner; help: string; client?: true }> = 
   stack: { load: client, help: 'push Compose stacks (API client)', client: true },
   deploy: { load: client, help: 'deploy a stack revision (API client)', client: true },
   status: { load: client, help: 'fleet status, --watch for live progress', client: true },
+  rollout: {
+    load: client,
+    help: 'staged rollouts: create, watch, pause, resume, approve, abort',
+    client: true,
+  },
   audit: { load: client, help: 'verify or export the audit log', client: true },
 };
 

@@ -13,13 +13,14 @@ import { AUDIT_HELP, type AuditValues, audit } from './audit.js';
 import { type Ctx, DEFAULT_TOKEN_FILE, GLOBAL_HELP, makeCtx, parse } from './common.js';
 import { DEPLOY_HELP, type DeployValues, deploy } from './deploy.js';
 import { type Io, processIo } from './io.js';
+import { ROLLOUT_HELP, ROLLOUT_OPTIONS, type RolloutValues, rollout } from './rollout.js';
 import { SITES_HELP, type SitesValues, sites } from './sites.js';
 import { STACK_HELP, type StackValues, stack } from './stacks.js';
 import { STATUS_HELP, type StatusValues, status } from './status.js';
 
 export type { Io, Out } from './io.js';
 
-type Values = SitesValues & StackValues & DeployValues & StatusValues & AuditValues;
+type Values = SitesValues & StackValues & DeployValues & StatusValues & AuditValues & RolloutValues;
 
 interface Spec {
   readonly help: string;
@@ -81,9 +82,10 @@ const COMMANDS: Record<string, Spec> = {
     options: { db: { type: 'string' }, format: { type: 'string' }, out: { type: 'string' } },
     run: audit,
   },
+  rollout: { help: ROLLOUT_HELP, sub: true, options: ROLLOUT_OPTIONS, run: rollout },
 };
 
-const USAGE = `usage: outpost sites|stack|deploy|status|audit ... (see 'outpost <command> --help')\n`;
+const USAGE = `usage: outpost sites|stack|deploy|status|audit|rollout ... (see 'outpost <command> --help')\n`;
 
 function wantsHelp(args: readonly string[]): boolean {
   const i = args.indexOf('--');

@@ -4,6 +4,8 @@
  *
  * Times are Unix milliseconds, except `commands.expires_at` (seconds, as in the envelope).
  */
+import { ROLLOUTS_MIGRATION } from '../rollouts/schema.js';
+
 export const MIGRATIONS: readonly string[] = [
   `
   CREATE TABLE groups (
@@ -185,6 +187,8 @@ export const MIGRATIONS: readonly string[] = [
   `
   CREATE INDEX commands_due ON commands (status, next_send_at);
   `,
+  // 3: staged rollouts (controller/src/rollouts/schema.ts).
+  ROLLOUTS_MIGRATION,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
