@@ -8,11 +8,13 @@
 import {
   createPrivateKey,
   createPublicKey,
+  generateKeyPairSync,
   type KeyObject,
   sign as nodeSign,
   verify as nodeVerify,
 } from 'node:crypto';
-import nacl from 'tweetnacl';
+import { createRequire } from 'node:module';
+import type naclType from 'tweetnacl';
 import { ProtocolError } from './reasons.js';
 
 export interface Ed25519Impl {
@@ -96,17 +98,26 @@ export const nodeEd25519: Ed25519Impl = {
   },
 };
 
+// tweetnacl is loaded on first use only: with node:crypto present the agent never needs it, and
+// loading it costs ~5 MB RSS on a device budgeted at 50 MB (docs/adr/0005-agent-memory.md).
+let naclModule: typeof naclType | undefined;
+function nacl(): typeof naclType {
+  naclModule ??= createRequire(import.meta.url)('tweetnacl') as typeof naclType;
+  return naclModule;
+}
+
 export const naclEd25519: Ed25519Impl = {
   name: 'tweetnacl',
   sign(seed, message) {
-    return nacl.sign.detached(message, nacl.sign.keyPair.fromSeed(seed).secretKey);
+    const n = nacl();
+    return n.sign.detached(message, n.sign.keyPair.fromSeed(seed).secretKey);
   },
   verify(publicKey, message, signature) {
     if (!checkLengths(publicKey, signature)) return false;
-    return nacl.sign.detached.verify(message, signature, publicKey);
+    return nacl().sign.detached.verify(message, signature, publicKey);
   },
   publicKey(seed) {
-    return nacl.sign.keyPair.fromSeed(seed).publicKey;
+    return nacl().sign.keyPair.fromSeed(seed).publicKey;
   },
 };
 
@@ -129,7 +140,13 @@ export interface KeyPair {
 }
 
 export function generateKeyPair(): KeyPair {
-  const kp = nacl.sign.keyPair();
+  if (ed25519.name === 'node') {
+    const { privateKey } = generateKeyPairSync('ed25519');
+    const der = privateKey.export({ format: 'der', type: 'pkcs8' });
+    const seed = new Uint8Array(der.subarray(der.length - 32));
+    return { seed, publicKey: nodeEd25519.publicKey(seed) };
+  }
+  const kp = nacl().sign.keyPair();
   return { seed: kp.secretKey.slice(0, 32), publicKey: kp.publicKey };
 }
 
