@@ -54,6 +54,7 @@ async function main(): Promise<number> {
     '',
     `soak result (seed ${report.seed}, ${Math.round(report.durationMs / 1000)} s, ${report.sites} sites)`,
     `  deployments      ${report.deployments.ok} answered 201, ${report.deployments.refused} refused while a component was down`,
+    `  rollouts         ${report.rollouts.started} started: ${JSON.stringify(report.rollouts.states)}`,
     `  commands         ${l.commands} stack commands (${l.created} answered 2xx): ${JSON.stringify(l.byStatus)}`,
     `  effects          ${l.effects} container effects at the sites (${l.creates} creates)`,
     `  faults injected  ${report.faultsTotal}: ${JSON.stringify(report.faults)}`,

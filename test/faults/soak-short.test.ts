@@ -22,12 +22,14 @@ test(
       // Denser than the long soak, so a minute sees every kind of fault.
       killEveryMs: 8_000,
       linkEveryMs: 1_500,
+      rolloutEveryMs: 12_000,
       log: (l) => lines.push(l),
     });
     const l = report.ledger;
     process.stdout.write(
       `soak-short: seed ${report.seed}, deployments ${report.deployments.ok} (+${report.deployments.refused} refused), ` +
-        `faults ${report.faultsTotal} ${JSON.stringify(report.faults)}; ${summarise(l)}\n`,
+        `rollouts ${JSON.stringify(report.rollouts)}, faults ${report.faultsTotal} ${JSON.stringify(report.faults)}; ` +
+        `${summarise(l)}\n`,
     );
     const detail = [
       ...lines,

@@ -5,7 +5,8 @@
  *
  * The real composition root (`createAgent`) over a MemoryRuntime whose effect log (JSON lines,
  * appended synchronously, so it survives SIGKILL of this process: the "engine" outlives the agent)
- * is the site's ledger, restored on start (`restore: 'running'`). OUTPOST_FAULT_POINT picks where the
+ * is the site's ledger, restored on start (`restore: 'running'`), behind LedgerRuntime (DockerRuntime's
+ * reconciler semantics; OUTPOST_FAULTS_RUNTIME=memory runs MemoryRuntime's own). OUTPOST_FAULT_POINT picks where the
  * process kills itself (agent/src/core/fault.ts). Logs pino JSON to stdout; SIGTERM closes cleanly.
  *
  * Two things the tests change while the agent runs, through the spec's `control` file (JSON, re-read
@@ -20,6 +21,7 @@ import { createAgent } from '../../../agent/src/agent.js';
 import { parseConfig } from '../../../agent/src/config.js';
 import { MemoryRuntime } from '../../../agent/src/runtime/memory.js';
 import type { Clock } from '../../../protocol/src/index.js';
+import { LedgerRuntime } from './ledger-runtime.js';
 
 export interface AgentSpec {
   /** Raw agent configuration (agent/src/config.ts keys). */
@@ -66,12 +68,15 @@ const log = pino(
   { level: process.env['OUTPOST_FAULTS_AGENT_LOG'] ?? 'info' },
   pino.destination({ dest: 1, sync: true }),
 );
-const runtime = new MemoryRuntime({
+const memory = new MemoryRuntime({
   effectLog: spec.effectLog,
   restore: 'running',
   reconcileIntervalMs: 500,
   ...(spec.applyDelayMs ? { applyDelayMs: spec.applyDelayMs } : {}),
 });
+// DockerRuntime's reconciler semantics over MemoryRuntime (see ledger-runtime.ts), unless asked for
+// the bare MemoryRuntime.
+const runtime = process.env['OUTPOST_FAULTS_RUNTIME'] === 'memory' ? memory : new LedgerRuntime(memory, 500);
 const agent = createAgent({ config, runtime, log, clock, diskFree });
 await agent.start();
 process.on('SIGTERM', () => {

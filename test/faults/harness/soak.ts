@@ -13,7 +13,7 @@
  *   after-apply-before-record, runtime mid-apply; controller: after-commit-before-publish,
  *   after-publish-before-record) so it dies exactly there; a supervisor restarts whatever died.
  */
-import { sleep } from '../../helpers/index.js';
+import { sleep, waitFor } from '../../helpers/index.js';
 import { type LedgerReport, summarise } from './ledger.js';
 import { FaultSystem } from './system.js';
 
@@ -26,6 +26,8 @@ export interface SoakOptions {
   readonly linkEveryMs?: number;
   readonly killEveryMs?: number;
   readonly quiesceMs?: number;
+  /** Mean pause between staged rollouts (one at a time; 0: none). */
+  readonly rolloutEveryMs?: number;
   readonly log?: (line: string) => void;
   readonly keep?: boolean;
 }
@@ -35,6 +37,8 @@ export interface SoakReport {
   readonly durationMs: number;
   readonly sites: number;
   readonly deployments: { ok: number; refused: number };
+  /** Staged rollouts started, and their final states. */
+  readonly rollouts: { started: number; states: Record<string, number> };
   readonly faults: Record<string, number>;
   readonly faultsTotal: number;
   readonly ledger: LedgerReport;
@@ -43,6 +47,7 @@ export interface SoakReport {
   readonly ok: boolean;
 }
 
+const TERMINAL = new Set(['completed', 'aborted', 'rolled-back']);
 const AGENT_POINTS = [
   'agent.after-commit-before-puback',
   'agent.mid-apply',
@@ -151,6 +156,40 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     }
   })();
 
+  // ---- staged rollouts (canary 1, batches of 2, health-gated, no rollback so each revision is
+  //      deployed once per site and the ledger stays unambiguous) -----------------------------------
+  const rolloutIds: string[] = [];
+  const activeRollout = async (): Promise<boolean> => {
+    const r = await sys.api('GET', '/rollouts?limit=100');
+    if (r.status !== 200) return true;
+    return (r.json.rollouts as { state: string }[]).some((x) => !TERMINAL.has(x.state));
+  };
+  const rolling = (async () => {
+    const every = o.rolloutEveryMs ?? 15_000;
+    if (every <= 0) return;
+    while (chaos && Date.now() < deadline) {
+      await sleep(between(0.5, 1.5) * every);
+      if (!chaos || Date.now() >= deadline) break;
+      try {
+        if (await activeRollout()) continue;
+        const rev = await sys.push('roll');
+        const r = await sys.api('POST', '/rollouts', {
+          stack: 'roll',
+          rev,
+          target: { group: 'faults' },
+          strategy: { canary: { count: 1 }, batches: { size: 2 } },
+          healthSec: 1,
+          deadlineSec: 900,
+          failureThreshold: { percent: 100 },
+          rollback: false,
+        });
+        if (r.status === 201) rolloutIds.push(r.json.id as string);
+      } catch {
+        // controller down: try again later
+      }
+    }
+  })();
+
   // ---- link chaos ---------------------------------------------------------------------------------
   const linking = (async () => {
     while (chaos && Date.now() < deadline) {
@@ -234,7 +273,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   let quiesced = false;
   let ledger: LedgerReport;
   try {
-    await Promise.all([deploying, linking, killing]);
+    await Promise.all([deploying, rolling, linking, killing]);
     chaos = false;
     await progress;
     // Quiesce: links healthy, armed faults dropped, every component running, then every command final.
@@ -254,7 +293,13 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     if (sys.controller && !sys.controller.exitInfo && sys.controller.name.includes('('))
       await sys.killController('SIGTERM');
     try {
-      await sys.quiesce(o.quiesceMs ?? 240_000);
+      const until = Date.now() + (o.quiesceMs ?? 240_000);
+      await waitFor(async () => !(await activeRollout().catch(() => true)), {
+        timeoutMs: until - Date.now(),
+        intervalMs: 1_000,
+        message: 'rollouts finished',
+      });
+      await sys.quiesce(Math.max(10_000, until - Date.now()));
       quiesced = true;
     } catch (err) {
       log(`soak: did not quiesce: ${(err as Error).message.slice(0, 2_000)}`);
@@ -264,6 +309,12 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     chaos = false;
     superviseOn = false;
   }
+  const states: Record<string, number> = {};
+  for (const id of rolloutIds) {
+    const r = await sys.api('GET', `/rollouts/${id}?sites=false`).catch(() => undefined);
+    const st = r?.status === 200 ? String(r.json.state) : 'unknown';
+    states[st] = (states[st] ?? 0) + 1;
+  }
   const brokerRssKb = sys.brokerRssKb();
   const faultsTotal = Object.values(sys.faults).reduce((a, b) => a + b, 0);
   const report: SoakReport = {
@@ -271,6 +322,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     durationMs: o.durationMs,
     sites: names.length,
     deployments: { ok, refused },
+    rollouts: { started: rolloutIds.length, states },
     faults: { ...sys.faults },
     faultsTotal,
     ledger,

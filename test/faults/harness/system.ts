@@ -472,14 +472,13 @@ export class FaultSystem {
     sites: readonly string[],
     opts: { ttlSec?: number; pad?: number; services?: readonly string[] } = {},
   ): Promise<DeployResult> {
-    const n = (this.revs.get(stack) ?? 0) + 1;
-    this.revs.set(stack, n);
+    let rev: number;
     try {
-      const push = await this.api('POST', `/stacks/${stack}/revisions`, {
-        compose: FaultSystem.compose(n, opts.services, opts.pad),
-      });
-      if (push.status !== 201 && push.status !== 200) return { status: push.status, commands: [] };
-      const rev = push.json.revision.rev as number;
+      rev = await this.push(stack, opts);
+    } catch (err) {
+      return { status: (err as { status?: number }).status ?? 'down', commands: [] };
+    }
+    try {
       const r = await this.api('POST', '/deployments', {
         stack,
         rev,
@@ -498,6 +497,21 @@ export class FaultSystem {
     } catch {
       return { status: 'down', commands: [] };
     }
+  }
+
+  /**
+   * Pushes a new revision of `stack` (unique content) and returns its number; throws (with `status`
+   * when the controller answered) otherwise.
+   */
+  async push(stack: string, opts: { pad?: number; services?: readonly string[] } = {}): Promise<number> {
+    const n = (this.revs.get(stack) ?? 0) + 1;
+    this.revs.set(stack, n);
+    const push = await this.api('POST', `/stacks/${stack}/revisions`, {
+      compose: FaultSystem.compose(n, opts.services, opts.pad),
+    });
+    if (push.status !== 201 && push.status !== 200)
+      throw Object.assign(new Error('push'), { status: push.status });
+    return push.json.revision.rev as number;
   }
 
   // ---- controller database (read-only) ------------------------------------------------------------
