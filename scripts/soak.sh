@@ -10,8 +10,9 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$OUTPOST_ROOT"
 [ $# -ge 1 ] || die "usage: scripts/soak.sh DURATION [--sites N] [--seed S] [--json FILE] [--keep]"
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund >&2
+# Install only when nothing is installed: an existing node_modules (perhaps shared) is left alone.
+if [ ! -d node_modules ]; then
+  npm ci --no-audit --no-fund >&2 || npm install --no-save --no-audit --no-fund >&2 || die "npm install failed"
 fi
 have openssl || ensure_pkgs openssl
 exec node --import tsx scripts/soak.ts "$@"

@@ -5,6 +5,8 @@
  * (b) Flapping: connections cut, reset mid-stream and reset at random every second or two during a
  *     deployment to five sites. Every site converges on the latest revision of every stack; the
  *     ledger is clean (I1, I2, I3).
+ *     A dead link (blackholed: TCP neither closes nor flows) is shown offline within 1.5 x the
+ *     keepalive by the agent's last will (I10).
  * (c) A 64 kbit/s link (8000 B/s each way) with a multi-second blackhole: commands still arrive.
  *     I4: a site that reconnects after 20 revisions were published while it was away receives O(1)
  *     revisions, not 20: the controller keeps at most `window` (4) unacknowledged commands at the
@@ -90,6 +92,42 @@ describe('(b) link flapping during a deployment to five sites', () => {
         expect(latestApplied(site, stack), `${site}/${stack}`).toBe(rev);
     expectCleanLedger(sys.ledger());
   }, 240_000);
+});
+
+describe('(b) a dead link: no FIN, no RST, nothing flows', () => {
+  test('the site is shown offline within 1.5 x keepalive (I10), and online again when the link returns', async () => {
+    const watch = await sys.statusWatch();
+    try {
+      const a = sys.agent('l3');
+      await waitFor(() => watch.latest('l3')?.online === true, { timeoutMs: 30_000, message: 'l3 online' });
+      const keepaliveSec = 10; // AGENT_DEFAULTS.keepaliveSec
+      const t0 = Date.now();
+      a.proxy.blackhole(true);
+      sys.count('link blackhole');
+      try {
+        await waitFor(() => watch.latest('l3')?.online === false, {
+          timeoutMs: 60_000,
+          intervalMs: 100,
+          message: 'l3 offline (last will)',
+        });
+        const seen = (Date.now() - t0) / 1000;
+        process.stdout.write(
+          `I10: dead link seen offline after ${seen.toFixed(1)} s (keepalive ${keepaliveSec} s)\n`,
+        );
+        // The broker's keepalive timer (1.5 x) plus scheduling slack on a shared machine.
+        expect(seen).toBeLessThan(1.5 * keepaliveSec + 5);
+        expect(watch.latest('l3')?.reason).toBe('connection-lost');
+      } finally {
+        a.proxy.blackhole(false);
+      }
+      await waitFor(() => watch.latest('l3')?.online === true, {
+        timeoutMs: 60_000,
+        message: 'l3 back online',
+      });
+    } finally {
+      await watch.close();
+    }
+  }, 120_000);
 });
 
 describe('(c) a 64 kbit/s link', () => {
