@@ -251,7 +251,13 @@ export class MemoryRuntime implements StackRuntime {
       for (const d of desired()) {
         if (this.closed) return;
         if (validateTarget(d, this.opts.policy ?? DEFAULT_POLICY)) continue;
-        changed = (await this.locked(d.name, async () => this.converge(d, false))) || changed;
+        // Read the target again once the stack's lock is held: an apply that held the lock meanwhile
+        // may have moved desired() on, and converging to the stale entry would revert it (I2, I3).
+        changed =
+          (await this.locked(d.name, async () => {
+            const now = desired().find((x) => x.name === d.name);
+            return now ? this.converge(now, false) : false;
+          })) || changed;
       }
       if (changed && !this.closed) onChange(await this.snapshot());
     };
