@@ -15,8 +15,7 @@
 import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
-import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import {
   createFaultProxy,
   type FaultProxy,
@@ -27,7 +26,10 @@ import {
 } from '../../helpers/index.js';
 import type { AgentControl, AgentSpec } from './agent-main.js';
 import { spawnChild } from './child.js';
+import { compose } from './compose.js';
+import { type CommandRow, readCommands, readEnvelope, STACK_COMMANDS } from './controller-db.js';
 import { checkLedger, type LedgerReport, OPEN_STATUSES } from './ledger.js';
+import { AdminMqtt, type StatusWatch } from './mqtt.js';
 import { type FaultPki, makeFaultPki } from './pki.js';
 
 export const ADMIN_TOKEN = 'faults-admin-token-0123456789abcdefghij';
@@ -49,7 +51,7 @@ export const AGENT_DEFAULTS: Readonly<Record<string, unknown>> = {
   logLevel: 'info',
 };
 
-/** Controller settings for tests (YAML config file). */
+/** Controller settings for tests (its config file). */
 export const CONTROLLER_DEFAULTS = {
   logLevel: 'info',
   outbox: { retryMs: 1_000, maxRetryMs: 4_000, tickMs: 200, heartbeatSec: 0 },
@@ -113,27 +115,8 @@ export interface DeployResult {
   readonly commands: Created[];
 }
 
-export interface CommandRow {
-  site: string;
-  seq: number;
-  type: string;
-  stack: string | null;
-  rev: number | null;
-  status: string;
-  reason: string | null;
-  attempts: number;
-}
-
 // biome-ignore lint/suspicious/noExplicitAny: JSON bodies of the REST API
 type Json = any;
-
-export interface StatusWatch {
-  /** The last retained status of a site (SiteStatus JSON). */
-  latest(site: string): Json;
-  controller(): Json;
-  hasAlarm(site: string, code: string): boolean;
-  close(): Promise<void>;
-}
 
 function procStatusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number | undefined {
   try {
@@ -156,14 +139,17 @@ export class FaultSystem {
   controller: Spawned | undefined;
   private revs = new Map<string, number>();
   private closed = false;
-  private readonly mqttClients = new Set<MqttClient>();
 
   private constructor(
     readonly opts: SystemOptions,
     readonly dir: string,
     readonly pki: FaultPki,
     readonly ports: { broker: number; plain: number; metrics: number; api: number },
-  ) {}
+  ) {
+    this.mqtt = new AdminMqtt(pki.layout, ports.broker);
+  }
+
+  private readonly mqtt: AdminMqtt;
 
   static async start(opts: SystemOptions): Promise<FaultSystem> {
     const dir = opts.dir ?? makeDir();
@@ -448,21 +434,6 @@ export class FaultSystem {
     }
   }
 
-  /** A Compose file whose content is unique per (stack, n): `services` one container each. */
-  static compose(n: number, services: readonly string[] = ['web', 'db'], pad = 0): string {
-    const digest = (s: string) =>
-      Buffer.from(`${s}-${n}`.padEnd(32, '.').slice(0, 32)).toString('hex').padEnd(64, '0');
-    const lines = ['services:'];
-    for (const s of services) {
-      lines.push(`  ${s}:`);
-      lines.push(`    image: registry.local/outpost/${s}@sha256:${digest(s)}`);
-      lines.push('    environment:');
-      lines.push(`      REV: "${n}"`);
-      if (pad > 0) lines.push(`      PAD: "${padding(n, pad)}"`);
-    }
-    return `${lines.join('\n')}\n`;
-  }
-
   /**
    * Pushes a new revision of `stack` (unique content) and deploys it to `sites`. A 2xx answer's
    * commands are recorded in `created` (I1 holds for exactly these). Never throws for a dead controller.
@@ -507,7 +478,7 @@ export class FaultSystem {
     const n = (this.revs.get(stack) ?? 0) + 1;
     this.revs.set(stack, n);
     const push = await this.api('POST', `/stacks/${stack}/revisions`, {
-      compose: FaultSystem.compose(n, opts.services, opts.pad),
+      compose: compose(n, opts.services, opts.pad),
     });
     if (push.status !== 201 && push.status !== 200)
       throw Object.assign(new Error('push'), { status: push.status });
@@ -516,19 +487,9 @@ export class FaultSystem {
 
   // ---- controller database (read-only) ------------------------------------------------------------
 
-  /** Reads the controller's database directly (works while the controller is down). */
-  commands(where = "type IN ('stack.apply', 'stack.remove', 'stack.restart')"): CommandRow[] {
-    const db = new Database(this.controllerDb, { readonly: true, fileMustExist: true });
-    try {
-      db.pragma('busy_timeout = 5000');
-      return db
-        .prepare(
-          `SELECT site, seq, type, stack, rev, status, reason, attempts FROM commands WHERE ${where} ORDER BY site, seq`,
-        )
-        .all() as CommandRow[];
-    } finally {
-      db.close();
-    }
+  /** Stack commands (or those matching `where`) from the controller's database, read directly. */
+  commands(where = STACK_COMMANDS): CommandRow[] {
+    return readCommands(this.controllerDb, where);
   }
 
   command(site: string, seq: number): CommandRow | undefined {
@@ -537,16 +498,7 @@ export class FaultSystem {
 
   /** The signed envelope the controller committed for (site, seq). */
   envelope(site: string, seq: number): Uint8Array {
-    const db = new Database(this.controllerDb, { readonly: true, fileMustExist: true });
-    try {
-      const row = db.prepare('SELECT envelope FROM commands WHERE site = ? AND seq = ?').get(site, seq) as
-        | { envelope: Buffer | null }
-        | undefined;
-      if (!row?.envelope) throw new Error(`no envelope for ${site}#${seq}`);
-      return new Uint8Array(row.envelope);
-    } finally {
-      db.close();
-    }
+    return readEnvelope(this.controllerDb, site, seq);
   }
 
   /** Acks the controller received from a site (REST API, newest first). */
@@ -589,75 +541,22 @@ export class FaultSystem {
     });
   }
 
-  // ---- MQTT clients as the test's own identities --------------------------------------------------
+  // ---- MQTT as the test's own identities (admin certificate) ---------------------------------------
 
-  /** An MQTT client over TLS with the admin certificate (may publish anywhere but $SYS). */
-  async adminClient(opts: IClientOptions = {}): Promise<MqttClient> {
-    const l = this.pki.layout;
-    const c = await connectAsync(`mqtts://127.0.0.1:${this.ports.broker}`, {
-      ca: readFileSync(l.caCert),
-      cert: readFileSync(l.adminCert),
-      key: readFileSync(l.adminKey),
-      clientId: `admin.t${Math.random().toString(36).slice(2, 10)}`,
-      protocolVersion: 4,
-      clean: true,
-      reconnectPeriod: 0,
-      connectTimeout: 10_000,
-      keepalive: 30,
-      ...opts,
-    });
-    this.mqttClients.add(c);
-    return c;
+  adminClient(opts: IClientOptions = {}): Promise<MqttClient> {
+    return this.mqtt.adminClient(opts);
   }
 
-  /** Retained status of a site as SCADA sees it (via an admin subscription), or undefined. */
-  async retainedStatus(site: string): Promise<Json> {
-    const c = await this.adminClient();
-    try {
-      const topic = `outpost/v1/site/${site}/status`;
-      const got = new Promise<Json>((resolve) => {
-        c.on('message', (t, p) => {
-          if (t === topic) resolve(JSON.parse(p.toString('utf8')));
-        });
-      });
-      await c.subscribeAsync(topic, { qos: 1 });
-      return await Promise.race([got, sleep(3_000).then(() => undefined)]);
-    } finally {
-      await this.endClient(c);
-    }
+  retainedStatus(site: string): Promise<Json> {
+    return this.mqtt.retainedStatus(site);
   }
 
-  /** Follows every site's retained status and the controller's liveness (as a SCADA client would). */
-  async statusWatch(): Promise<StatusWatch> {
-    const c = await this.adminClient();
-    const sites = new Map<string, Json>();
-    let controller: Json;
-    c.on('message', (topic, payload) => {
-      if (payload.length === 0) return;
-      try {
-        const j = JSON.parse(payload.toString('utf8'));
-        if (topic === 'outpost/v1/controller/status') controller = j;
-        else {
-          const m = /^outpost\/v1\/site\/([^/]+)\/status$/.exec(topic);
-          if (m) sites.set(m[1]!, j);
-        }
-      } catch {
-        // not JSON: ignored
-      }
-    });
-    await c.subscribeAsync(['outpost/v1/site/+/status', 'outpost/v1/controller/status'], { qos: 1 });
-    return {
-      latest: (site) => sites.get(site),
-      controller: () => controller,
-      hasAlarm: (site, code) =>
-        ((sites.get(site)?.alarms ?? []) as { code: string }[]).some((a) => a.code === code),
-      close: () => this.endClient(c),
-    };
+  statusWatch(): Promise<StatusWatch> {
+    return this.mqtt.statusWatch();
   }
 
-  async endClient(c: MqttClient): Promise<void> {
-    this.mqttClients.delete(c);
-    await Promise.race([c.endAsync(true), sleep(2_000)]).catch(() => undefined);
+  endClient(c: MqttClient): Promise<void> {
+    return this.mqtt.end(c);
   }
 
   // ---- lifecycle ----------------------------------------------------------------------------------
@@ -666,7 +565,7 @@ export class FaultSystem {
   async close(opts: { keep?: boolean } = {}): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const c of [...this.mqttClients]) await this.endClient(c);
+    await this.mqtt.closeAll();
     const procs = [this.controller, this.broker, ...[...this.agents.values()].map((a) => a.proc)];
     await Promise.all(
       procs.map(async (p) => {
@@ -687,18 +586,5 @@ function makeDir(): string {
   return dir;
 }
 
-/** `bytes` of incompressible text, reproducible per n (so a spec's size does not shrink under deflate). */
-function padding(n: number, bytes: number): string {
-  let x = (n * 2654435761) >>> 0 || 1;
-  let s = '';
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
-  while (s.length < bytes) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    s += alphabet[x % alphabet.length];
-  }
-  return s;
-}
+export type { CommandRow } from './controller-db.js';
+export type { StatusWatch } from './mqtt.js';
