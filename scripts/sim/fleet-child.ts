@@ -55,6 +55,8 @@ export interface FleetChildStats {
   readonly sessionLost: number;
   readonly commandsReceived: number;
   readonly rss: number;
+  /** RSS of this process before it built any site (tsx, modules). */
+  readonly baseRss: number;
   readonly heapUsed: number;
 }
 
@@ -63,17 +65,20 @@ export type FleetChildReply =
   | { op: 'started'; id: number; ms: number; ready: number }
   | { op: 'stats'; id: number; stats: FleetChildStats }
   | { op: 'closed'; id: number }
+  | { op: 'inspected'; id: number; sites: Record<string, unknown> }
   | { op: 'error'; id?: number; message: string };
 
 /** What the child needs from a site, whatever its kind. */
 interface Site {
   readonly uplinkPub: Uint8Array;
+  inspect(): Record<string, unknown>;
   start(): Promise<void>;
   ready(): boolean;
   close(): Promise<void>;
 }
 
 const log = pino({ level: process.env['SIM_AGENT_LOG'] ?? 'silent' });
+const baseRss = process.memoryUsage().rss;
 
 let sites: Site[] = [];
 let connacks = 0;
@@ -105,6 +110,7 @@ function makeSite(init: FleetChildInit, site: string): Site {
     });
     return {
       uplinkPub: signer.publicKey,
+      inspect: () => a.inspect(),
       start: () => a.start(),
       ready: () => a.ready,
       close: () => a.close(),
@@ -136,6 +142,7 @@ function makeSite(init: FleetChildInit, site: string): Site {
   });
   return {
     uplinkPub: signer.publicKey,
+    inspect: () => ({ ...agent.status() }),
     start: () => agent.start(),
     ready: () => agent.status().connected,
     async close() {
@@ -192,6 +199,7 @@ function stats(): FleetChildStats {
     sessionLost: lost,
     commandsReceived,
     rss: m.rss,
+    baseRss,
     heapUsed: m.heapUsed,
   };
 }
@@ -218,6 +226,14 @@ process.on('message', (m: { op: string; id: number } & Partial<FleetChildInit>) 
       (r) => send({ op: 'started', id: m.id, ...r }),
       (err: unknown) => send({ op: 'error', id: m.id, message: (err as Error).stack ?? String(err) }),
     );
+  } else if (m.op === 'inspect') {
+    const want = new Set((m as unknown as { sites: string[] }).sites);
+    const out: Record<string, unknown> = {};
+    sites.forEach((s, i) => {
+      const id = init?.sites[i];
+      if (id && want.has(id)) out[id] = s.inspect();
+    });
+    send({ op: 'inspected', id: m.id, sites: out });
   } else if (m.op === 'stats') {
     send({ op: 'stats', id: m.id, stats: stats() });
   } else if (m.op === 'close') {

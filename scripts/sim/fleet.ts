@@ -37,6 +37,8 @@ export interface Fleet {
   /** Connects every site; resolves once all have connected and subscribed (throws if some did not). */
   connect(): Promise<{ ms: number }>;
   stats(): Promise<FleetChildStats>;
+  /** Each named site's own view (diagnostics). */
+  inspect(sites: readonly string[]): Promise<Record<string, unknown>>;
   /** CPU seconds used by the children so far. */
   cpuSec(): number;
   close(): Promise<void>;
@@ -50,6 +52,7 @@ const sum = (xs: readonly FleetChildStats[]): FleetChildStats => ({
   sessionLost: xs.reduce((a, x) => a + x.sessionLost, 0),
   commandsReceived: xs.reduce((a, x) => a + x.commandsReceived, 0),
   rss: xs.reduce((a, x) => a + x.rss, 0),
+  baseRss: xs.reduce((a, x) => a + x.baseRss, 0),
   heapUsed: xs.reduce((a, x) => a + x.heapUsed, 0),
 });
 
@@ -125,6 +128,14 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
         rpcs.map((r) => r.call<Extract<FleetChildReply, { op: 'stats' }>>({ op: 'stats' }, 60_000)),
       );
       return sum(all.map((a) => a.stats));
+    },
+    async inspect(sites) {
+      const all = await Promise.all(
+        rpcs.map((r) =>
+          r.call<Extract<FleetChildReply, { op: 'inspected' }>>({ op: 'inspect', sites: [...sites] }, 60_000),
+        ),
+      );
+      return Object.assign({}, ...all.map((a) => a.sites));
     },
     cpuSec: () => children.reduce((a, c) => a + procCpuSec(c.pid), 0),
     close() {

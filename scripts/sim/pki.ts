@@ -32,6 +32,11 @@ export async function makePki(parent?: string): Promise<SimPki> {
       await issueSiteCert(dir, site);
     },
     remove() {
+      // SIM_KEEP=1 keeps the data (controller database and log, sites' databases) for a post-mortem.
+      if (process.env['SIM_KEEP']) {
+        process.stderr.write(`sim: kept ${root}\n`);
+        return;
+      }
       rmSync(root, { recursive: true, force: true });
     },
   };

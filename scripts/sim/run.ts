@@ -21,9 +21,11 @@ const { values } = parseArgs({
     workers: { type: 'string' },
     rollouts: { type: 'string', default: '1' },
     storm: { type: 'string' },
+    storms: { type: 'string', default: '1' },
     api: { type: 'boolean', default: false },
     enrol: { type: 'string', default: 'store' },
     timeout: { type: 'string', default: '300' },
+    'retry-ms': { type: 'string' },
   },
 });
 
@@ -39,6 +41,7 @@ async function main(): Promise<void> {
     kind: values.kind as SiteKind,
     ...(values.workers ? { workers: Number(values.workers) } : {}),
     enrol: values.enrol as 'store' | 'api',
+    ...(values['retry-ms'] ? { controllerConfig: { outbox: { retryMs: Number(values['retry-ms']) } } } : {}),
     log: (line) => process.stderr.write(`sim: ${line}\n`),
   });
   try {
@@ -73,10 +76,10 @@ async function main(): Promise<void> {
           : {}),
       });
     }
-    if (values.storm) {
+    for (let k = 0; values.storm && k < Number(values.storms); k++) {
       const s = await reconnectStorm(w, {
         how: values.storm as 'graceful' | 'kill',
-        variant: 100,
+        variant: 100 + k,
         downMs: 2000,
         timeoutMs,
       });
@@ -88,7 +91,9 @@ async function main(): Promise<void> {
         done: s.done,
         sessionsLost: s.sessionsLost,
         notApplied: s.notApplied,
+        shownOffline: s.shownOffline,
         counts: s.counts,
+        stuck: s.stuck,
       });
     }
     say({ phase: 'stats', controller: await w.controller.stats() });

@@ -80,6 +80,8 @@ interface Entry {
   readonly type: Command['type'];
   readonly ref: string;
   readonly cmd: Command;
+  /** The decoded stack spec of a stack.apply (decoded once, at intake). */
+  spec?: ReturnType<typeof decodeSpec>;
   status: 'received' | 'executing' | 'done' | 'failed' | 'rejected' | 'superseded';
   ack: Ack['st'];
   rc?: ReasonCode;
@@ -184,8 +186,10 @@ export class SimAgent {
       client.subscribe(this.topics.cmd(this.site), { qos: 1 }, (err, granted) => {
         if (!err && granted?.[0]?.qos === 1) this.subscribed = true;
       });
-      void this.view().then(() => this.publishStatus());
-      this.publishState(true);
+      void this.view().then(() => {
+        this.publishStatus();
+        this.publishState(true);
+      });
     });
     client.on('error', () => undefined);
     client.connect();
@@ -207,6 +211,26 @@ export class SimAgent {
       );
     }
     await timeout(c.endAsync(), 2000).catch(() => c.endAsync(true));
+  }
+
+  /** The site's own view, for diagnosing a site the controller waits for. */
+  inspect(): Record<string, unknown> {
+    const c = this.client;
+    const outgoing = c
+      ? Object.keys((c as unknown as { outgoing: Record<string, unknown> }).outgoing ?? {}).length
+      : 0;
+    return {
+      connected: c?.connected ?? false,
+      subscribed: this.subscribed,
+      contig: this.contig,
+      applied: this.applied,
+      useq: this.useq,
+      running: this.running !== undefined,
+      settling: this.settleTimer !== undefined,
+      outgoing,
+      counts: this.counts,
+      journal: [...this.journal.values()].map((e) => [e.seq, e.prev, e.status, e.ack]),
+    };
   }
 
   /** Bounded exponential backoff with jitter (agent/src/core/transport.ts). */
@@ -264,7 +288,7 @@ export class SimAgent {
     };
     this.journal.set(cmd.seq, e);
     this.ids.add(id);
-    const refusal = this.vet(cmd);
+    const refusal = this.vet(e);
     if (refusal) {
       e.status = 'rejected';
       this.counts.rejected++;
@@ -274,17 +298,19 @@ export class SimAgent {
     } else {
       e.status = 'done';
       this.ack(e, 'applied');
-      if (cmd.type === 'state.request') this.publishState(true);
+      if (cmd.type === 'state.request') void this.view().then(() => this.publishState(true));
     }
     this.lastIntakeAt = performance.now();
     this.advance();
   }
 
-  private vet(cmd: Command): { rc: ReasonCode; msg: string } | undefined {
+  private vet(e: Entry): { rc: ReasonCode; msg: string } | undefined {
+    const cmd = e.cmd;
     if (cmd.type === 'trust.update') return { rc: 'policy', msg: 'trust.update is not simulated' };
     if (cmd.type !== 'stack.apply') return undefined;
     try {
       const spec = decodeSpec(cmd.body.spec, cmd.body.z === true);
+      e.spec = spec;
       const refusal = validateTarget(
         { name: cmd.body.stack, rev: cmd.body.rev, spec, digest: '', approvedCritical: false },
         DEFAULT_POLICY,
@@ -367,7 +393,7 @@ export class SimAgent {
     const cmd = e.cmd;
     try {
       if (cmd.type === 'stack.apply') {
-        const spec = decodeSpec(cmd.body.spec, cmd.body.z === true);
+        const spec = e.spec ?? decodeSpec(cmd.body.spec, cmd.body.z === true);
         const target: DesiredStack = {
           name: cmd.body.stack,
           rev: cmd.body.rev,
@@ -453,7 +479,17 @@ export class SimAgent {
     });
   }
 
-  private async view(): Promise<StackState[]> {
+  private viewing: Promise<StackState[]> | undefined;
+
+  /** Refreshes `lastView` from the runtime (concurrent calls share one snapshot). */
+  private view(): Promise<StackState[]> {
+    this.viewing ??= this.buildView().finally(() => {
+      this.viewing = undefined;
+    });
+    return this.viewing;
+  }
+
+  private async buildView(): Promise<StackState[]> {
     const running = await this.runtime.snapshot();
     const out = running.map((s) => ({ ...s, want: this.desired.get(s.name)?.rev ?? 0 }));
     for (const [name, d] of this.desired) {
@@ -466,8 +502,10 @@ export class SimAgent {
 
   /** A change: a state delta and a status update, each at most once per min interval. */
   private changed(): void {
-    this.publishState(false);
-    void this.view().then(() => this.publishStatus());
+    void this.view().then(() => {
+      this.publishState(false);
+      this.publishStatus();
+    });
   }
 
   private publishState(full: boolean): void {
@@ -479,38 +517,37 @@ export class SimAgent {
       if (wait > 0) {
         this.stateTimer = setTimeout(() => {
           this.stateTimer = undefined;
-          this.publishState(false);
+          void this.view().then(() => this.publishState(false));
         }, wait);
         return;
       }
     }
-    void this.view().then((stacks) => {
-      const now = new Map(stacks.map((s) => [s.name, JSON.stringify(s)]));
-      const changed = full ? stacks : stacks.filter((s) => this.reported.get(s.name) !== now.get(s.name));
-      const gone = full ? [] : [...this.reported.keys()].filter((n) => !now.has(n));
-      if (!full && changed.length === 0 && gone.length === 0 && this.applied === this.reportedLast) return;
-      if (!full) this.lastStateAt = performance.now();
-      this.reported = now;
-      this.reportedLast = this.applied;
-      const state = encodeState(
-        {
-          v: PROTOCOL_VERSION,
-          site: this.site,
-          useq: ++this.useq,
-          at: this.time.nowSec(),
-          full,
-          last: this.applied,
-          trust: this.trust.version,
-          stacks: changed,
-          ...(gone.length ? { gone } : {}),
-          alarms: [],
-          drops: 0,
-          agent: AGENT_VERSION,
-        },
-        this.signer,
-      );
-      this.publish(this.topics.state(this.site), state, false);
-    });
+    const stacks = this.lastView;
+    const now = new Map(stacks.map((s) => [s.name, JSON.stringify(s)]));
+    const changed = full ? stacks : stacks.filter((s) => this.reported.get(s.name) !== now.get(s.name));
+    const gone = full ? [] : [...this.reported.keys()].filter((n) => !now.has(n));
+    if (!full && changed.length === 0 && gone.length === 0 && this.applied === this.reportedLast) return;
+    if (!full) this.lastStateAt = performance.now();
+    this.reported = now;
+    this.reportedLast = this.applied;
+    const state = encodeState(
+      {
+        v: PROTOCOL_VERSION,
+        site: this.site,
+        useq: ++this.useq,
+        at: this.time.nowSec(),
+        full,
+        last: this.applied,
+        trust: this.trust.version,
+        stacks: changed,
+        ...(gone.length ? { gone } : {}),
+        alarms: [],
+        drops: 0,
+        agent: AGENT_VERSION,
+      },
+      this.signer,
+    );
+    this.publish(this.topics.state(this.site), state, false);
   }
 
   private status(online: boolean) {

@@ -262,6 +262,10 @@ export interface StormResult {
   /** Sites without an `applied` ack at the deadline. */
   readonly notApplied: number;
   readonly counts: Record<string, number>;
+  /** Sites the controller shows offline (retained status) although they are connected (I10), after the storm. */
+  readonly shownOffline: number;
+  /** Up to 5 sites without an `applied` ack at the deadline: command status and the site's view. */
+  readonly stuck: { site: string; command: unknown; online: boolean | null; sim: unknown }[];
   readonly before: FleetChildStats;
   readonly after: FleetChildStats;
 }
@@ -300,6 +304,22 @@ export async function reconnectStorm(
   }
   const watched = await watching;
   after = await w.fleet.stats();
+  // Statuses settle (an agent's status is throttled to one per 5 s); then count the sites shown offline.
+  await new Promise((r) => setTimeout(r, 6000));
+  const off = await w.controller.api('GET', `/sites?online=false&limit=${Math.max(1, w.sites.length)}`);
+  const shownOffline = off.status === 200 ? (off.body.sites as unknown[]).length : Number.NaN;
+  const stuck: StormResult['stuck'] = [];
+  if (!watched.done) {
+    const dep = await w.controller.api('GET', `/deployments/${d.body.id}`);
+    for (const c of (dep.body.commands as { site: string; seq: number; status: string }[])
+      .filter((x) => x.status !== 'applied')
+      .slice(0, 5)) {
+      const cmd = await w.controller.api('GET', `/sites/${c.site}/commands/${c.seq}`);
+      const site = await w.controller.api('GET', `/sites/${c.site}`);
+      const sim = (await w.fleet.inspect([c.site]))[c.site];
+      stuck.push({ site: c.site, command: cmd.body, online: site.body.online, sim });
+    }
+  }
   return {
     how: o.how,
     reconnectMs,
@@ -307,7 +327,9 @@ export async function reconnectStorm(
     done: watched.done,
     sessionsLost: after.sessionLost,
     notApplied: w.sites.length - (watched.counts['applied'] ?? 0),
+    shownOffline,
     counts: watched.counts,
+    stuck,
     before,
     after,
   };
