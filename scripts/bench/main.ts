@@ -15,6 +15,7 @@ const SECTIONS: Record<string, () => Promise<{ run(o: BenchOptions): Promise<Sec
   broker: () => import('./broker.js'),
   agent: () => import('./agent.js'),
   wire: () => import('./wire.js'),
+  fleet: () => import('./fleet.js'),
 };
 
 function fmt(v: number): string {
