@@ -65,12 +65,15 @@ test('broker down: many state changes and acks -> acks all kept, state coalesced
   expect(agent.status().alarms.map((a) => a.code)).toContain('outbox-drops');
 
   await broker.resume();
-  // every applied ack arrives, in seq order of completion, none lost
-  await waitFor(() => ctl.acks.filter((a) => a.st === 'applied').length === stacks.length, {
-    timeoutMs: 15_000,
+  // every applied ack arrives, in seq order of completion, none lost. Delivery is at least once: an
+  // ack the broker forwarded just before the cut, whose PUBACK never reached the agent, comes again
+  // (the real controller dedupes by useq), so count distinct acks and check the order of first sight.
+  const appliedSeqs = () => new Set(ctl.acks.filter((a) => a.st === 'applied').map((a) => a.seq));
+  await waitFor(() => appliedSeqs().size === stacks.length, {
+    timeoutMs: 30_000,
     message: 'all applied acks delivered',
   });
-  const useqs = ctl.acks.map((a) => a.useq);
+  const useqs = [...new Set(ctl.acks.map((a) => a.useq))];
   expect([...useqs].sort((a, b) => a - b)).toEqual(useqs);
   // the latest state reached the controller and reports the drops
   const last = await waitFor(
