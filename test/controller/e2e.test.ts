@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createSigner, encodeAck, envelopeRef, siteKid } from '../../protocol/src/index.js';
-import { onCurrentTestFinished, sleep, waitFor } from '../helpers/index.js';
+import { onCurrentTestFinished, sleep, tmpDir, waitFor } from '../helpers/index.js';
 import { startBroker, type TestBroker } from './helpers/broker.js';
 import { webCompose } from './helpers/compose.js';
 import { type Fixture, type FixtureOptions, makeController } from './helpers/fixture.js';
@@ -201,6 +201,38 @@ describe('end to end with a real broker', () => {
     const n = sim.deliveries.length;
     await sleep(1000);
     expect(sim.deliveries.length).toBe(n);
+  });
+
+  it('after a restart, polls accepted commands at once: a final ack lost with the last process is recovered ([OUT-5], [OUT-8])', async () => {
+    const broker = await startBroker();
+    const dataDir = tmpDir('ctl-restart');
+    const sims: SimSite[] = [];
+    let f = await makeController({ brokerUrl: broker.url, dataDir, config: { outbox: { pollMs: 3_600_000 } } });
+    onCurrentTestFinished(async () => {
+      await f.close();
+      for (const s of sims) await s.close();
+      await broker.close();
+    });
+    await f.enrol('q1');
+    const sim = new SimSite('q1', broker.url, trustFor(controllerSigner()), { autoAck: false });
+    sims.push(sim);
+    await sim.connect();
+    await waitFor(() => online(f, 'q1'), { message: 'q1 online' });
+    await f.push('web', webCompose(1));
+    await f.call('POST', '/v1/deployments', { stack: 'web', target: { sites: ['q1'] } });
+    await sim.waitSeqs(1);
+    const cmd = sim.commands()[0]!;
+    await sim.ackCommand(cmd, 'accepted');
+    await waitFor(async () => (await commands(f, 'q1'))[0]?.status === 'accepted', { message: 'accepted' });
+    const before = sim.deliveries.length;
+    // The site's `applied` ack went to a controller that died before committing it: from the
+    // controller's database, the command is still `accepted`, its next poll an hour away.
+    await f.close();
+    f = await makeController({ brokerUrl: broker.url, dataDir, config: { outbox: { pollMs: 3_600_000 } } });
+    await waitFor(() => sim.deliveries.length > before, { timeoutMs: 20_000, message: 'polled after restart' });
+    expect(new Set(sim.deliveries.map((d) => d.bytes)).size).toBe(1);
+    await sim.ackCommand(cmd, 'applied');
+    await waitFor(async () => (await commands(f, 'q1'))[0]?.status === 'applied', { message: 'applied' });
   });
 
   it('ignores and counts forged or misdirected uplink; a rejection with ref maps to its command (I9, [ACK-3])', async () => {

@@ -99,6 +99,11 @@ export class Publisher {
     this.closed = false;
     // Issued but never recorded as sent (a crash between commit and PUBACK): send them at once.
     this.store.commands.resetUnsent();
+    // Final acks PUBACKed but not yet committed when the last process died are lost ([OUT-8]): poll
+    // every open command within one retry period, spread so that a large fleet does not get one burst.
+    const spread = Math.min(this.opts.pollMs, this.opts.retryMs);
+    const polled = this.store.commands.pollOpenAtStart(this.store.now(), spread);
+    if (polled > 0) this.log.info({ polled }, 'open commands polled after start (final acks may be lost)');
     this.timer = setInterval(() => this.tick(), this.opts.tickMs);
     this.timer.unref();
     this.kick({ sweep: true });

@@ -281,6 +281,19 @@ export class CommandsRepo {
     this.prepare(`UPDATE commands SET next_send_at = 0 WHERE status = 'published' AND attempts = 0`).run();
   }
 
+  /**
+   * At start: accepted and deferred commands are polled within `spreadMs` instead of at their next
+   * `pollMs`. Ingest PUBACKs an ack before its batch commits ([OUT-8]), so a crash may have lost a final
+   * ack that the broker will never deliver again; the agent re-acks the poll with its recorded status.
+   * Returns how many were brought forward.
+   */
+  pollOpenAtStart(now: number, spreadMs: number): number {
+    return this.prepare(
+      `UPDATE commands SET next_send_at = MIN(COALESCE(next_send_at, ?), ? + (abs(random()) % ?))
+       WHERE status IN ('accepted', 'deferred')`,
+    ).run(now + spreadMs, now, Math.max(1, spreadMs)).changes;
+  }
+
   /** Records a PUBACKed send: the next resend at `retryAt` while published, the next poll at `pollAt` once accepted. */
   recordSent(site: string, seq: number, now: number, retryAt: number, pollAt: number): void {
     this.prepare(
