@@ -6,6 +6,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import mqtt from 'mqtt';
+import type { ConfigInput } from '../../../controller/src/config.js';
 import { type Command, encodeState, PROTOCOL_VERSION, type StackState } from '../../../protocol/src/index.js';
 import { onCurrentTestFinished, tmpDir } from '../../helpers/index.js';
 import { startBroker, type TestBroker } from './broker.js';
@@ -161,7 +162,7 @@ export interface RolloutWorld {
   readonly statuses: Map<string, Record<string, unknown>[]>;
 }
 
-export async function rolloutWorld(o: { tickMs?: number } = {}): Promise<RolloutWorld> {
+export async function rolloutWorld(o: { tickMs?: number; config?: ConfigInput } = {}): Promise<RolloutWorld> {
   const tickMs = o.tickMs ?? 100;
   const broker = await startBroker();
   const dataDir = tmpDir('rollout');
@@ -179,7 +180,7 @@ export async function rolloutWorld(o: { tickMs?: number } = {}): Promise<Rollout
   });
   await watcher.subscribeAsync('outpost/v1/rollout/+/status', { qos: 1 });
 
-  const config = { outbox: { tickMs } };
+  const config: ConfigInput = { ...o.config, outbox: { ...o.config?.outbox, tickMs } };
   let f = await makeController({ brokerUrl: broker.url, dataDir, config });
   const stop = async (): Promise<void> => {
     await f.close();
