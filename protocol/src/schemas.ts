@@ -8,7 +8,10 @@
 import { FormatRegistry, type Static, type TSchema, Type } from '@sinclair/typebox';
 import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler';
 import { KID_PATTERN } from './cose.js';
+import { HHMM_PATTERN, isTimeZone, MAX_WINDOWS } from './maintenance.js';
 import { ProtocolError, REASON_CODES } from './reasons.js';
+
+export * from './maintenance.js';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -20,6 +23,8 @@ if (!FormatRegistry.Has('date-time')) {
       !Number.isNaN(Date.parse(v)),
   );
 }
+
+if (!FormatRegistry.Has('iana-tz')) FormatRegistry.Set('iana-tz', isTimeZone);
 
 const closed = { additionalProperties: false } as const;
 const U32 = Type.Integer({ minimum: 0, maximum: 0xffff_ffff });
@@ -109,6 +114,32 @@ export const StackSpecSchema = Type.Object(
   closed,
 );
 
+// ---- maintenance windows [MW] -------------------------------------------------------------------
+
+/** One recurring window: ISO weekday bitmask `d` (bit 0 Monday; absent: daily), local `s`..`e`. */
+export const MaintenanceWindowSchema = Type.Object(
+  {
+    d: Type.Optional(Type.Integer({ minimum: 1, maximum: 0x7f })),
+    s: Type.String({ pattern: HHMM_PATTERN }),
+    e: Type.String({ pattern: HHMM_PATTERN }),
+  },
+  closed,
+);
+/** `mw` of a stack command ([MW-1]): the site's windows in its IANA time zone. */
+export const MaintenanceSchema = Type.Object(
+  {
+    tz: Type.String({ format: 'iana-tz', minLength: 1, maxLength: 64 }),
+    w: Type.Array(MaintenanceWindowSchema, { minItems: 1, maxItems: MAX_WINDOWS }),
+  },
+  closed,
+);
+/** Fields every stack command may carry ([MW-1], [MW-5]). */
+const Gated = {
+  mw: Type.Optional(MaintenanceSchema),
+  /** Emergency: run now, regardless of maintenance windows and update locks. */
+  force: Type.Optional(Type.Literal(true)),
+};
+
 // ---- command bodies [PAY-CMD] -------------------------------------------------------------------
 
 export const StackApplyBody = Type.Object(
@@ -120,6 +151,7 @@ export const StackApplyBody = Type.Object(
     z: Type.Optional(Type.Literal(true)),
     /** Approvals (COSE_Sign1 StackApproval) for critical specs ([SEC-CRIT]). */
     appr: Type.Optional(Type.Array(Type.Uint8Array({ maxByteLength: 512 }), { maxItems: 16 })),
+    ...Gated,
   },
   closed,
 );
@@ -129,11 +161,12 @@ export const StackRemoveBody = Type.Object(
     /** Also delete the stack's named volumes: critical. */
     vols: Type.Optional(Type.Boolean()),
     appr: Type.Optional(Type.Array(Type.Uint8Array({ maxByteLength: 512 }), { maxItems: 16 })),
+    ...Gated,
   },
   closed,
 );
 export const StackRestartBody = Type.Object(
-  { stack: Name, svc: Type.Optional(Type.Array(Name, { maxItems: 64 })) },
+  { stack: Name, svc: Type.Optional(Type.Array(Name, { maxItems: 64 })), ...Gated },
   closed,
 );
 export const StateRequestBody = Type.Object({ full: Type.Optional(Type.Boolean()) }, closed);
@@ -360,6 +393,7 @@ export const SiteStatusSchema = Type.Object(
 );
 
 export type StackSpec = Static<typeof StackSpecSchema>;
+export type Maintenance = Static<typeof MaintenanceSchema>;
 export type Service = Static<typeof ServiceSchema>;
 export type Healthcheck = Static<typeof HealthcheckSchema>;
 export type StackApply = Static<typeof StackApplyBody>;
