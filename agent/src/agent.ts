@@ -21,6 +21,7 @@ import {
 import type { AgentConfig } from './config.js';
 import { Alarms } from './core/alarms.js';
 import { type Db, openAgentDb } from './core/db.js';
+import { DeferralGate } from './core/deferral.js';
 import { DiskGuard } from './core/disk.js';
 import { Executor, toDesired } from './core/executor.js';
 import { Journal } from './core/journal.js';
@@ -153,6 +154,11 @@ export function createAgent(deps: AgentDeps): Agent {
       },
       nowMs,
       log.child({ component: 'agent.executor' }),
+      // Windows are judged by trusted time ([TIME-1], [MW-4]).
+      new DeferralGate(
+        { locksDir: config.locksDir, lockPollMs: config.lockPollMs, recheckMs: config.maintenanceRecheckMs },
+        () => Math.max(clock.now(), time.floor * 1000),
+      ),
     );
     sequencer = new Sequencer(
       store,

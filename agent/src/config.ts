@@ -33,6 +33,18 @@ export const AgentConfigSchema = Type.Object(
       Type.String({ description: 'trust root pinned at provisioning (default: layout)' }),
     ),
     dataDir: Type.String({ default: '/var/lib/outpost/agent', description: 'SQLite database folder' }),
+    locksDir: Type.Optional(
+      Type.String({
+        description:
+          'update locks: a stack is locked while <locksDir>/<stack>/updates.lock exists; its containers see <locksDir>/<stack> at /run/outpost (default: <dataDir>/locks)',
+      }),
+    ),
+    lockPollMs: Ms(10_000, 'how often a command deferred by an update lock looks at the lock again', 10),
+    maintenanceRecheckMs: Ms(
+      60_000,
+      'longest wait before a command deferred by a closed maintenance window is judged again (clock jumps)',
+      10,
+    ),
     topicPrefix: Type.String({ default: DEFAULT_PREFIX, description: 'MQTT topic prefix' }),
     keepaliveSec: Type.Integer({
       minimum: 10,
@@ -103,7 +115,8 @@ type Parsed = Static<typeof AgentConfigSchema>;
 
 /** The resolved, frozen configuration: every path is set. */
 export type AgentConfig = Readonly<
-  Omit<Parsed, 'cert' | 'key' | 'ca' | 'uplinkKey' | 'trustRoot'> & {
+  Omit<Parsed, 'cert' | 'key' | 'ca' | 'uplinkKey' | 'trustRoot' | 'locksDir'> & {
+    locksDir: string;
     cert: string;
     key: string;
     ca: string;
@@ -173,6 +186,7 @@ export function parseConfig(raw: Record<string, unknown>): AgentConfig {
     uplinkKey: c.uplinkKey ?? layout.siteUplinkKey(c.site),
     trustRoot: c.trustRoot ?? layout.trustRoot,
     dbPath: join(c.dataDir, 'agent.db'),
+    locksDir: c.locksDir ?? join(c.dataDir, 'locks'),
   });
 }
 

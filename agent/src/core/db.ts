@@ -81,6 +81,11 @@ const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (code, stack)
   );
   `,
+  // v2: deferred commands ([MW-4]) are open too
+  `
+  DROP INDEX journal_pending;
+  CREATE INDEX journal_pending ON journal(status) WHERE status IN ('received', 'executing', 'deferred');
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

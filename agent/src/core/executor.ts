@@ -23,6 +23,7 @@ import {
 } from '../../../protocol/src/index.js';
 import type { ApplyOutcome, DesiredStack, HealthGate, StackRuntime } from '../runtime/types.js';
 import type { Alarms } from './alarms.js';
+import type { DeferralGate } from './deferral.js';
 import { faultPoint } from './fault.js';
 import type { AgentStore, DesiredRow, JournalRow } from './store.js';
 import type { Uplink } from './uplink.js';
@@ -65,6 +66,9 @@ export interface ExecutorHooks {
   finished(stack: string): void;
 }
 
+/** What `run` did: finished (any outcome), or deferred ([MW-4]): look again after `retryMs`. */
+export type RunResult = { readonly deferred: false } | { readonly deferred: true; readonly retryMs: number };
+
 export class Executor {
   /** Stacks with a command executing in this process: the reconciler leaves them to it. */
   readonly busy = new Set<string>();
@@ -78,25 +82,61 @@ export class Executor {
     private readonly hooks: ExecutorHooks,
     private readonly nowMs: () => number,
     private readonly log: Logger,
+    /** Maintenance windows and update locks ([MW-4]); none: nothing is ever deferred. */
+    private readonly deferral?: DeferralGate,
   ) {}
 
-  /** Marks a pending command superseded by a newer one for the same stack (I4, [ORD-5]). */
+  /** Marks a pending (or deferred) command superseded by a newer one for the same stack (I4, [ORD-5]). */
   supersede(seq: number, by: number): void {
     const row = this.store.journalBySeq(seq);
-    if (row?.status !== 'received') return;
+    if (row?.status !== 'received' && row?.status !== 'deferred') return;
     const msg = `superseded by seq ${by}`;
     this.store.tx(() => {
       this.store.finish(seq, 'superseded', 'superseded', this.nowMs(), undefined, msg);
+      if (row.status === 'deferred') this.alarms.clear('deferred', row.stack ?? '');
       this.uplink.ack({ ...this.ackBase(row), st: 'superseded', msg });
     });
     this.log.info({ seq, by, stack: row.stack, rev: row.rev }, 'command superseded');
     this.hooks.finished(row.stack ?? '');
   }
 
-  /** Runs (or resumes) one journalled stack command. Never throws. */
-  async run(seq: number): Promise<void> {
+  /**
+   * Defers a command whose window is closed or whose stack is locked ([MW-4]): journal `deferred`,
+   * alarm `deferred`, ack `deferred` with the reason — only when the reason changes, never per poll.
+   * An `executing` entry (resumed after a crash) is never deferred: it has started.
+   */
+  private maybeDefer(row: JournalRow): RunResult {
+    if (!this.deferral || row.status === 'executing') return { deferred: false };
+    let d: ReturnType<DeferralGate['check']>;
+    try {
+      d = this.deferral.check(readJournalled(row.envelope));
+    } catch {
+      return { deferred: false }; // run() reports an unreadable entry
+    }
+    if (!d) return { deferred: false };
+    if (row.status !== 'deferred' || row.rc !== d.rc) {
+      const stack = row.stack ?? '';
+      this.store.tx(() => {
+        this.store.defer(row.seq, d.rc, d.msg);
+        this.alarms.raise('deferred', `${row.type} seq ${row.seq}: ${d.rc}: ${d.msg}`, stack);
+        this.uplink.ack({ ...this.ackBase(row), st: 'deferred', rc: d.rc, msg: d.msg });
+      });
+      this.log.info(
+        { seq: row.seq, type: row.type, stack, rev: row.rev, rc: d.rc, msg: d.msg },
+        'command deferred',
+      );
+      this.hooks.finished(stack);
+    }
+    return { deferred: true, retryMs: d.retryMs };
+  }
+
+  /** Runs (or resumes) one journalled stack command, unless it must wait ([MW-4]). Never throws. */
+  async run(seq: number): Promise<RunResult> {
     const row = this.store.journalBySeq(seq);
-    if (!row || (row.status !== 'received' && row.status !== 'executing')) return;
+    if (!row || (row.status !== 'received' && row.status !== 'executing' && row.status !== 'deferred'))
+      return { deferred: false };
+    const wait = this.maybeDefer(row);
+    if (wait.deferred) return wait;
     const stack = row.stack ?? '';
     this.busy.add(stack);
     try {
@@ -132,6 +172,7 @@ export class Executor {
       this.hooks.desiredChanged();
       this.hooks.finished(stack);
     }
+    return { deferred: false };
   }
 
   private async apply(
@@ -254,6 +295,8 @@ export class Executor {
     const now = this.nowMs();
     const isApply = row.type === 'stack.apply';
     this.store.tx(() => {
+      // The command ran: whatever deferred it is over ([MW-4]).
+      this.alarms.clear('deferred', stack);
       if (outcome.status === 'applied') {
         this.store.finish(row.seq, 'done', 'applied', now);
         this.alarms.clear('apply-failed', stack);

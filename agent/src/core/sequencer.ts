@@ -40,6 +40,8 @@ export class Sequencer {
   private applied: number;
   private readonly queues = new Map<string, Entry[]>();
   private readonly workers = new Map<string, Promise<void>>();
+  /** Wakes a stack's worker waiting on a deferred command (new command for the stack, close). */
+  private readonly wakers = new Map<string, () => void>();
   private gapTimer: NodeJS.Timeout | undefined;
   private lastIntakeAt = Number.NEGATIVE_INFINITY;
   private heartbeatLast = 0;
@@ -97,6 +99,7 @@ export class Sequencer {
 
   async close(): Promise<void> {
     this.closed = true;
+    for (const wake of [...this.wakers.values()]) wake();
     if (this.gapTimer) clearTimeout(this.gapTimer);
     this.gapTimer = undefined;
     await Promise.allSettled([...this.workers.values()]);
@@ -185,10 +188,14 @@ export class Sequencer {
     if (!this.workers.has(stack)) {
       const w = this.work(stack).finally(() => this.workers.delete(stack));
       this.workers.set(stack, w);
-    }
+    } else this.wakers.get(stack)?.();
   }
 
-  /** One worker per stack: runs its queue in order, after intake has settled. */
+  /**
+   * One worker per stack: runs its queue in order, after intake has settled. A deferred head
+   * ([MW-4]) goes back to pending (so a newer revision can supersede it, I4) and the worker waits
+   * for its retry time or a new command for the stack; other stacks' workers are not affected.
+   */
   private async work(stack: string): Promise<void> {
     const q = this.queues.get(stack)!;
     while (q.length > 0 && !this.closed) {
@@ -198,11 +205,40 @@ export class Sequencer {
       if (!head) break;
       // Marked executing in memory so a newer command cannot supersede it while it runs.
       q[0] = { ...head, executing: true };
-      await this.executor.run(head.seq);
+      const r = await this.executor.run(head.seq);
+      if (r.deferred) {
+        const i = q.findIndex((e) => e.seq === head.seq);
+        if (i >= 0) q[i] = { ...head, executing: false };
+        // A newer apply/remove that arrived while it was being judged supersedes it now.
+        const newer = q.find(
+          (e) => e.seq > head.seq && (e.type === 'stack.apply' || e.type === 'stack.remove'),
+        );
+        if (newer && i >= 0) {
+          q.splice(i, 1);
+          this.executor.supersede(head.seq, newer.seq);
+          this.finished();
+          continue;
+        }
+        await this.sleep(stack, r.retryMs);
+        continue;
+      }
       q.shift();
       this.finished();
     }
     if (q.length === 0) this.queues.delete(stack);
+  }
+
+  private sleep(stack: string, ms: number): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        if (this.wakers.get(stack) === done) this.wakers.delete(stack);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.wakers.set(stack, done);
+    });
   }
 
   private async settle(): Promise<void> {

@@ -94,21 +94,24 @@ export class AgentStore {
         `UPDATE journal SET status = @status, finished_at = @at, ack_st = @ack_st, rc = @rc, detail = @detail
          WHERE seq = @seq`,
       ),
+      jDefer: db.prepare<[string, string, number]>(
+        "UPDATE journal SET status = 'deferred', ack_st = 'deferred', rc = ?, detail = ? WHERE seq = ?",
+      ),
       jOpen: db.prepare<[], JournalRow>(
-        "SELECT * FROM journal WHERE status IN ('received', 'executing') ORDER BY seq",
+        "SELECT * FROM journal WHERE status IN ('received', 'executing', 'deferred') ORDER BY seq",
       ),
       jAbove: db.prepare<[number], { seq: number; prev: number; status: JournalStatus }>(
         'SELECT seq, prev, status FROM journal WHERE seq > ? ORDER BY seq',
       ),
       jMinOpen: db.prepare<[], { m: number | null }>(
-        "SELECT MIN(seq) AS m FROM journal WHERE status IN ('received', 'executing')",
+        "SELECT MIN(seq) AS m FROM journal WHERE status IN ('received', 'executing', 'deferred')",
       ),
       jMax: db.prepare<[], { m: number | null }>('SELECT MAX(seq) AS m FROM journal'),
       jCounts: db.prepare<[], { status: JournalStatus; n: number }>(
         'SELECT status, COUNT(*) AS n FROM journal GROUP BY status',
       ),
       jPrune: db.prepare<[number, number]>(
-        `DELETE FROM journal WHERE seq <= ? AND status NOT IN ('received', 'executing') AND seq NOT IN
+        `DELETE FROM journal WHERE seq <= ? AND status NOT IN ('received', 'executing', 'deferred') AND seq NOT IN
            (SELECT seq FROM journal ORDER BY seq DESC LIMIT ?)`,
       ),
       jRecent: db.prepare<[number], JournalRow>('SELECT * FROM journal ORDER BY seq DESC LIMIT ?'),
@@ -194,7 +197,12 @@ export class AgentStore {
     this.q.jFinish.run({ seq, status, at: atMs, ack_st: ackSt, rc: rc ?? null, detail: detail ?? null });
   }
 
-  /** Commands not finished (received or executing), by seq. */
+  /** A command waiting for its maintenance window or an update lock ([MW-4]); still open. */
+  defer(seq: number, rc: string, detail: string): void {
+    this.q.jDefer.run(rc, detail, seq);
+  }
+
+  /** Commands not finished (received, deferred or executing), by seq. */
   openJournal(): JournalRow[] {
     return this.q.jOpen.all();
   }
