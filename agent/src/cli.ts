@@ -164,6 +164,7 @@ async function runAgent(
     policy: { allowTags: config.allowTags },
     ...(config.registryMirror ? { registryMirror: config.registryMirror } : {}),
     settleMs: config.healthRunningForMs,
+    locksDir: config.locksDir,
   });
   const agent = createAgent({ config, runtime, log });
   try {

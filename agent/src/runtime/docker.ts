@@ -53,6 +53,8 @@ export interface DockerRuntimeOptions {
   /** Reconciler full-pass period (default 30 s) and event debounce (default 500 ms). */
   readonly reconcilePeriodMs?: number;
   readonly reconcileDebounceMs?: number;
+  /** Update locks: `<locksDir>/<stack>` is mounted at `/run/outpost` in the stack's containers ([MW-6]). */
+  readonly locksDir?: string;
 }
 
 function validGate(g: HealthGate | undefined): boolean {
@@ -95,6 +97,7 @@ export class DockerRuntime implements StackRuntime {
       images: this.images,
       canPublish: () => this.canPublish(),
       stopTimeoutSec: opts.stopTimeoutSec ?? 10,
+      ...(opts.locksDir !== undefined ? { locksDir: opts.locksDir } : {}),
     };
   }
 

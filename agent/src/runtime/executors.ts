@@ -15,6 +15,9 @@
  *   network) and the network mode is not `none`/`host`. A private engine started with
  *   `--bridge=none` cannot publish, so ports are kept in the spec (and in the hash) but not bound.
  */
+
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import type Dockerode from 'dockerode';
 import type { Logger } from 'pino';
 import type { Healthcheck, Service } from '../../../protocol/src/index.js';
@@ -33,7 +36,15 @@ export interface ExecContext {
   /** Whether the engine can publish ports (decided once, lazily). */
   readonly canPublish: () => Promise<boolean>;
   readonly stopTimeoutSec: number;
+  /**
+   * Update locks ([MW-6]): `<locksDir>/<stack>` is bind-mounted read-write at `/run/outpost` in every
+   * container of the stack (the agent's own mount, not a spec host mount: [SEC-POL] does not apply).
+   */
+  readonly locksDir?: string;
 }
+
+/** Where a stack's update-lock folder appears inside its containers ([MW-6]). */
+export const LOCK_TARGET = '/run/outpost';
 
 type Executor<K extends StepKind> = (ctx: ExecContext, step: Extract<Step, { kind: K }>) => Promise<void>;
 
@@ -74,6 +85,7 @@ export function containerOptions(
   step: Extract<Step, { kind: 'createContainer' }>,
   image: string,
   canPublish: boolean,
+  locksDir?: string,
 ): Dockerode.ContainerCreateOptions {
   const s = step.spec;
   const net = s.net ?? 'default';
@@ -89,6 +101,8 @@ export function containerOptions(
         : { Type: 'bind', Source: m.source, Target: m.target, ReadOnly: m.readOnly },
     );
   }
+  if (locksDir !== undefined)
+    mounts.push({ Type: 'bind', Source: join(locksDir, step.stack), Target: LOCK_TARGET, ReadOnly: false });
   return {
     name: step.name,
     Image: image,
@@ -186,7 +200,8 @@ const removeContainer: Executor<'removeContainer'> = async (ctx, step) => {
 
 const createContainer: Executor<'createContainer'> = async (ctx, step) => {
   const image = await ctx.images.ensure(step.ref);
-  const opts = containerOptions(ctx.site, step, image.ref, await ctx.canPublish());
+  if (ctx.locksDir !== undefined) mkdirSync(join(ctx.locksDir, step.stack), { recursive: true });
+  const opts = containerOptions(ctx.site, step, image.ref, await ctx.canPublish(), ctx.locksDir);
   await ctx.docker.createContainer(opts);
 };
 
