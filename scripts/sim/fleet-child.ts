@@ -54,6 +54,8 @@ export interface FleetChildStats {
   /** Sites whose latest CONNACK had no stored session. */
   readonly sessionLost: number;
   readonly commandsReceived: number;
+  /** Connection attempts that closed before their CONNACK (refused, reset or timed out). */
+  readonly connectFailures: number;
   readonly rss: number;
   /** RSS of this process before it built any site (tsx, modules). */
   readonly baseRss: number;
@@ -85,9 +87,16 @@ let connacks = 0;
 let sessionPresent = 0;
 const lastSession = new Map<string, boolean>();
 let commandsReceived = 0;
+let connectFailures = 0;
 
 function observe(site: string, client: mqtt.MqttClient): void {
+  let up = false;
+  client.on('close', () => {
+    if (!up) connectFailures++;
+    up = false;
+  });
   client.on('connect', (ack) => {
+    up = true;
     connacks++;
     if (ack.sessionPresent) sessionPresent++;
     lastSession.set(site, ack.sessionPresent === true);
@@ -198,6 +207,7 @@ function stats(): FleetChildStats {
     sessionPresent,
     sessionLost: lost,
     commandsReceived,
+    connectFailures,
     rss: m.rss,
     baseRss,
     heapUsed: m.heapUsed,

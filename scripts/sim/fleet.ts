@@ -51,6 +51,7 @@ const sum = (xs: readonly FleetChildStats[]): FleetChildStats => ({
   sessionPresent: xs.reduce((a, x) => a + x.sessionPresent, 0),
   sessionLost: xs.reduce((a, x) => a + x.sessionLost, 0),
   commandsReceived: xs.reduce((a, x) => a + x.commandsReceived, 0),
+  connectFailures: xs.reduce((a, x) => a + x.connectFailures, 0),
   rss: xs.reduce((a, x) => a + x.rss, 0),
   baseRss: xs.reduce((a, x) => a + x.baseRss, 0),
   heapUsed: xs.reduce((a, x) => a + x.heapUsed, 0),

@@ -203,6 +203,8 @@ export interface RolloutResult {
   readonly apiMs: number;
   /** From sending POST /v1/deployments to the controller holding every site's `applied` ack. */
   readonly ackMs: number;
+  /** When the last `applied` ack was committed (epoch ms, the controller's done_at), if done. */
+  readonly appliedAt: number;
   readonly done: boolean;
   readonly counts: Record<string, number>;
   readonly api?: ApiSamples;
@@ -239,6 +241,7 @@ export async function rollout(
     deployment,
     apiMs,
     ackMs: watched.at - t0,
+    appliedAt: watched.at,
     done: watched.done,
     counts: watched.counts,
     ...(api ? { api } : {}),
@@ -264,6 +267,12 @@ export interface StormResult {
   readonly counts: Record<string, number>;
   /** Sites the controller shows offline (retained status) although they are connected (I10), after the storm. */
   readonly shownOffline: number;
+  /** Up to 5 of them: the status the controller holds and the site's own view. */
+  readonly offline: { site: string; status: unknown; sim: unknown }[];
+  /** How long the broker took to start again (process start to listening), ms. */
+  readonly restartMs: number;
+  /** Connection attempts that closed before their CONNACK once the broker listened again. */
+  readonly failedAfterRestart: number;
   /** Up to 5 sites without an `applied` ack at the deadline: command status and the site's view. */
   readonly stuck: { site: string; command: unknown; online: boolean | null; sim: unknown }[];
   readonly before: FleetChildStats;
@@ -288,8 +297,11 @@ export async function reconnectStorm(
   });
   if (d.status !== 201) throw new Error(`deploy while the broker is down: ${d.status}`);
   await new Promise((r) => setTimeout(r, o.downMs));
+  const r0 = epochMs();
   await w.broker.start();
   const t0 = epochMs();
+  const restartMs = t0 - r0;
+  const atRestart = await w.fleet.stats();
   const watching = w.controller.watch(d.body.id as string, w.sites.length, o.timeoutMs);
   let reconnectMs = Number.NaN;
   let after = before;
@@ -307,7 +319,21 @@ export async function reconnectStorm(
   // Statuses settle (an agent's status is throttled to one per 5 s); then count the sites shown offline.
   await new Promise((r) => setTimeout(r, 6000));
   const off = await w.controller.api('GET', `/sites?online=false&limit=${Math.max(1, w.sites.length)}`);
-  const shownOffline = off.status === 200 ? (off.body.sites as unknown[]).length : Number.NaN;
+  const offSites = off.status === 200 ? (off.body.sites as { id: string }[]) : undefined;
+  const shownOffline = offSites ? offSites.length : Number.NaN;
+  const offline: StormResult['offline'] = [];
+  if (offSites && offSites.length > 0) {
+    const ids = offSites.slice(0, 5).map((x) => x.id);
+    const views = await w.fleet.inspect(ids);
+    for (const id of ids) {
+      const site = await w.controller.api('GET', `/sites/${id}`);
+      offline.push({
+        site: id,
+        status: { online: site.body.online, age: site.body.statusAge, status: site.body.status },
+        sim: views[id],
+      });
+    }
+  }
   const stuck: StormResult['stuck'] = [];
   if (!watched.done) {
     const dep = await w.controller.api('GET', `/deployments/${d.body.id}`);
@@ -328,6 +354,9 @@ export async function reconnectStorm(
     sessionsLost: after.sessionLost,
     notApplied: w.sites.length - (watched.counts['applied'] ?? 0),
     shownOffline,
+    offline,
+    restartMs,
+    failedAfterRestart: after.connectFailures - atRestart.connectFailures,
     counts: watched.counts,
     stuck,
     before,

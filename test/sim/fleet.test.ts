@@ -63,6 +63,14 @@ describe('fleet simulator', () => {
       const r = await rollout(w, { variant: 1, timeoutMs: 120_000 });
       expect(r.done).toBe(true);
       await check(w, r.deployment, r.rev);
+      // The rollout ends when the last `applied` ack was committed, not when the watch next polled.
+      const d = await w.controller.api('GET', `/deployments/${r.deployment}`);
+      const doneAt: number[] = [];
+      for (const c of d.body.commands as { site: string; seq: number }[]) {
+        const cmd = await w.controller.api('GET', `/sites/${c.site}/commands/${c.seq}`);
+        doneAt.push(Date.parse(cmd.body.doneAt));
+      }
+      expect(r.appliedAt).toBe(Math.max(...doneAt));
       // A second revision replaces the first everywhere (latest wins).
       const r2 = await rollout(w, { variant: 2, timeoutMs: 120_000 });
       expect(r2.done).toBe(true);
