@@ -18,6 +18,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { freePort, mosquittoBinary, procRss, tempDir } from '../bench/lib/brokers.js';
 import type { BrokerChildMessage } from './broker-child.js';
+import { nodeFlags } from './proc.js';
 
 export type SimBrokerKind = 'durable' | 'mosquitto';
 
@@ -64,6 +65,26 @@ async function stopChild(child: ChildProcess, signal: NodeJS.Signals, gentle?: (
   clearTimeout(timer);
 }
 
+/**
+ * Mosquitto is spawned, not forked: unlike our node children (which exit when their IPC channel
+ * closes) it would outlive a parent that exits without closing it (an uncaught error, process.exit),
+ * holding its port and data folder. Kill it and remove its folder when this process exits.
+ */
+const spawned = new Map<ChildProcess, string>();
+let exitHook = false;
+function killOnExit(c: ChildProcess, dir: string): void {
+  spawned.set(c, dir);
+  c.once('exit', () => spawned.delete(c));
+  if (exitHook) return;
+  exitHook = true;
+  process.once('exit', () => {
+    for (const [x, d] of spawned) {
+      x.kill('SIGKILL');
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+}
+
 export function portOpen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect(port, '127.0.0.1');
@@ -85,7 +106,7 @@ async function startDurableChild(
   if (certsDir) args.push('--certs', certsDir, '--tls-port', String(tlsPort));
   const child = fork(CHILD, args, {
     cwd: REPO,
-    execArgv: ['--import', 'tsx'],
+    execArgv: ['--import', 'tsx', ...nodeFlags()],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   await new Promise<void>((resolve, reject) => {
@@ -177,6 +198,7 @@ async function startMosquitto(opts: SimBrokerOptions): Promise<SimBroker> {
   let stderr = '';
   const launch = async (): Promise<void> => {
     const c = spawn(bin, ['-c', conf], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+    killOnExit(c, dir);
     c.stderr?.on('data', (b: Buffer) => {
       stderr = (stderr + b.toString('utf8')).slice(-4000);
     });
