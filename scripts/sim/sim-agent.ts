@@ -390,6 +390,15 @@ export class SimAgent {
   }
 
   private async run(e: Entry): Promise<{ st: Ack['st']; rc?: ReasonCode; msg?: string }> {
+    this.changes++;
+    try {
+      return await this.runOne(e);
+    } finally {
+      this.changes++;
+    }
+  }
+
+  private async runOne(e: Entry): Promise<{ st: Ack['st']; rc?: ReasonCode; msg?: string }> {
     const cmd = e.cmd;
     try {
       if (cmd.type === 'stack.apply') {
@@ -480,6 +489,9 @@ export class SimAgent {
   }
 
   private viewing: Promise<StackState[]> | undefined;
+  /** Bumped around every runtime operation: the runtime and `desired` change only in run(). */
+  private changes = 0;
+  private viewOf = -1;
 
   /** Refreshes `lastView` from the runtime (concurrent calls share one snapshot). */
   private view(): Promise<StackState[]> {
@@ -490,6 +502,9 @@ export class SimAgent {
   }
 
   private async buildView(): Promise<StackState[]> {
+    // The MemoryRuntime's snapshot hashes every service: reuse the last one while nothing ran.
+    if (this.viewOf === this.changes) return this.lastView;
+    const at = this.changes;
     const running = await this.runtime.snapshot();
     const out = running.map((s) => ({ ...s, want: this.desired.get(s.name)?.rev ?? 0 }));
     for (const [name, d] of this.desired) {
@@ -497,6 +512,7 @@ export class SimAgent {
         out.push({ name, rev: 0, want: d.rev, h: 'unknown', svc: [] });
     }
     this.lastView = out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    this.viewOf = at;
     return this.lastView;
   }
 
