@@ -8,7 +8,7 @@
  * decoded beyond the COSE structure.
  */
 import { createHash } from 'node:crypto';
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { createRequire } from 'node:module';
 import { decode, encode, type ScanLimits } from './cbor.js';
 import { parseSign1, type Signer, sign1, verifySign1 } from './cose.js';
 import { type Ed25519Impl, ed25519 } from './ed25519.js';
@@ -196,6 +196,14 @@ export function openState(
 
 // ---- stack specs --------------------------------------------------------------------------------
 
+// node:zlib is loaded on first use only: an agent inflates a spec only when the controller deflated it
+// (`z`), and never deflates (memory budget, docs/adr/0006-agent-idle-memory.md).
+let zlibModule: typeof import('node:zlib') | undefined;
+function zlib(): typeof import('node:zlib') {
+  zlibModule ??= createRequire(import.meta.url)('node:zlib') as typeof import('node:zlib');
+  return zlibModule;
+}
+
 export interface EncodedSpec {
   readonly bytes: Uint8Array;
   readonly z: boolean;
@@ -208,7 +216,7 @@ export function encodeSpec(spec: StackSpec, compress: 'auto' | 'never' = 'auto')
   check(StackSpecSchema, spec, 'stack spec');
   const plain = encode(spec);
   if (compress === 'auto') {
-    const z = new Uint8Array(deflateRawSync(plain, { level: 9 }));
+    const z = new Uint8Array(zlib().deflateRawSync(plain, { level: 9 }));
     if (z.length < plain.length) return { bytes: z, z: true, digest: sha256(z) };
   }
   return { bytes: plain, z: false, digest: sha256(plain) };
@@ -219,7 +227,7 @@ export function decodeSpec(bytes: Uint8Array, z: boolean, limits: ScanLimits = S
   if (z) {
     try {
       // maxOutputLength bounds a decompression bomb before it is inflated ([PAY-SPEC-3]).
-      plain = new Uint8Array(inflateRawSync(bytes, { maxOutputLength: limits.maxBytes }));
+      plain = new Uint8Array(zlib().inflateRawSync(bytes, { maxOutputLength: limits.maxBytes }));
     } catch (err) {
       const tooBig = (err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE';
       throw new ProtocolError(
