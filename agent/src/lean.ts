@@ -5,7 +5,7 @@
  * dockerode 4 and docker-modem require, at load time, modules that only serve transports and features
  * the agent does not use: `ssh2` (Docker over SSH; it also instantiates WebAssembly at load, which
  * `--jitless` forbids), `@grpc/grpc-js` + `@grpc/proto-loader` (+ protobufjs) and `uuid` (BuildKit
- * sessions for `docker.buildImage`), `tar-fs` + `@balena/dockerignore` (build contexts), and MQTT.js
+ * sessions for `docker.buildImage`), `tar-fs` + `@balena/dockerignore` + `zlib` (build contexts), and MQTT.js
  * requires `worker-timers` (browser timers; Node uses native timers). Together that is ~13 MB of RSS.
  *
  * `installLeanRequires()` patches the CommonJS loader of this process only: those requests, when
@@ -24,6 +24,9 @@ export const LEAN_STUBS: Readonly<Record<string, readonly string[]>> = {
   uuid: ['dockerode'],
   'tar-fs': ['dockerode'],
   '@balena/dockerignore': ['dockerode'],
+  // Gzip of build contexts only (dockerode's util.prepareBuildContext, after tar-fs); the protocol
+  // loads zlib itself on first use (envelope.ts), so an idle agent has no zlib at all.
+  zlib: ['dockerode'],
   'worker-timers': ['mqtt'],
 };
 
