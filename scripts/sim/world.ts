@@ -196,6 +196,31 @@ export function percentile(xs: readonly number[], p: number): number {
 
 // ---- scenarios ----------------------------------------------------------------------------------
 
+export interface StuckSite {
+  readonly site: string;
+  /** The command as the controller holds it. */
+  readonly command: unknown;
+  /** The controller's view of the site's status. */
+  readonly online: boolean | null;
+  /** The site's own view (SimAgent.inspect()). */
+  readonly sim: unknown;
+}
+
+/** Up to `max` sites whose command of the deployment is not `applied`: both sides' view. */
+export async function stuckSites(w: World, deployment: string, max = 5): Promise<StuckSite[]> {
+  const dep = await w.controller.api('GET', `/deployments/${deployment}`);
+  const out: StuckSite[] = [];
+  for (const c of (dep.body.commands as { site: string; seq: number; status: string }[])
+    .filter((x) => x.status !== 'applied')
+    .slice(0, max)) {
+    const cmd = await w.controller.api('GET', `/sites/${c.site}/commands/${c.seq}`);
+    const site = await w.controller.api('GET', `/sites/${c.site}`);
+    const sim = (await w.fleet.inspect([c.site]))[c.site];
+    out.push({ site: c.site, command: cmd.body, online: site.body.online, sim });
+  }
+  return out;
+}
+
 export interface RolloutResult {
   readonly rev: number;
   readonly deployment: string;
@@ -208,6 +233,8 @@ export interface RolloutResult {
   readonly done: boolean;
   readonly counts: Record<string, number>;
   readonly api?: ApiSamples;
+  /** When not done: up to 5 sites without an `applied` ack at the deadline. */
+  readonly stuck: StuckSite[];
   /** CPU seconds used during the rollout by each part. */
   readonly cpu: { broker: number; controller: number; fleet: number };
 }
@@ -236,6 +263,7 @@ export async function rollout(
   const watched = await w.controller.watch(deployment, w.sites.length, o.timeoutMs);
   const cpu1 = w.cpu();
   const api = await sampler?.stop();
+  const stuck = watched.done ? [] : await stuckSites(w, deployment);
   return {
     rev,
     deployment,
@@ -245,6 +273,7 @@ export async function rollout(
     done: watched.done,
     counts: watched.counts,
     ...(api ? { api } : {}),
+    stuck,
     cpu: {
       broker: cpu1.broker - cpu0.broker,
       controller: cpu1.controller - cpu0.controller,
@@ -274,7 +303,7 @@ export interface StormResult {
   /** Connection attempts that closed before their CONNACK once the broker listened again. */
   readonly failedAfterRestart: number;
   /** Up to 5 sites without an `applied` ack at the deadline: command status and the site's view. */
-  readonly stuck: { site: string; command: unknown; online: boolean | null; sim: unknown }[];
+  readonly stuck: StuckSite[];
   readonly before: FleetChildStats;
   readonly after: FleetChildStats;
 }
@@ -334,18 +363,7 @@ export async function reconnectStorm(
       });
     }
   }
-  const stuck: StormResult['stuck'] = [];
-  if (!watched.done) {
-    const dep = await w.controller.api('GET', `/deployments/${d.body.id}`);
-    for (const c of (dep.body.commands as { site: string; seq: number; status: string }[])
-      .filter((x) => x.status !== 'applied')
-      .slice(0, 5)) {
-      const cmd = await w.controller.api('GET', `/sites/${c.site}/commands/${c.seq}`);
-      const site = await w.controller.api('GET', `/sites/${c.site}`);
-      const sim = (await w.fleet.inspect([c.site]))[c.site];
-      stuck.push({ site: c.site, command: cmd.body, online: site.body.online, sim });
-    }
-  }
+  const stuck = watched.done ? [] : await stuckSites(w, d.body.id as string);
   return {
     how: o.how,
     reconnectMs,
