@@ -2,7 +2,10 @@
 # `npm run bench [-- --full]`: installs what the benchmarks need, then runs them; writes docs/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm ci --no-audit --no-fund; fi
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  # As in scripts/test.sh: npm ci refuses a lock file that lacks other platforms' optional packages.
+  npm ci --no-audit --no-fund >&2 || npm install --no-save --no-audit --no-fund >&2
+fi
 # Mosquitto (the reference broker) and the private Docker engine (agent memory) when we can start them.
 bash scripts/mosquitto.sh check >&2
 if [ -z "${DOCKER_HOST:-}" ] && [ "$(id -u)" = 0 ]; then
