@@ -53,6 +53,8 @@ export interface AgentRunConfig {
   /** plain mode only: node flags and extra environment (to try settings one by one). */
   readonly nodeFlags?: readonly string[];
   readonly extraEnv?: Readonly<Record<string, string>>;
+  /** plain mode only: the script run as `node <flags> <main> agent …` (default dist/cli/main.js). */
+  readonly main?: string;
   readonly log: (line: string) => void;
   /** Called with the agent's pid after the idle figure (diagnostics: smaps, heap). */
   readonly onIdle?: (pid: number) => void | Promise<void>;
@@ -69,6 +71,10 @@ export interface AgentRunResult {
   readonly comm: string;
   readonly execArgs: string;
   readonly idleKb: number;
+  /** At the end of the idle phase: RssAnon and RssFile (/proc/<pid>/status), Pss (smaps_rollup). */
+  readonly idleAnonKb: number;
+  readonly idleFileKb: number;
+  readonly idlePssKb: number;
   readonly applyPeakKb: number;
   readonly applyMs: number;
   readonly soakSlopeKbPerMin: number;
@@ -78,6 +84,12 @@ export interface AgentRunResult {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A `Name:  N kB` field of a /proc file. */
+function procKb(file: string, field: string): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(file, 'utf8'));
+  return m ? Number(m[1]) : 0;
+}
 
 export function rssKb(pid: number): number {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -187,7 +199,7 @@ function startAgent(
   const [cmd, argv] =
     c.mode === 'launcher'
       ? [LAUNCHER, args]
-      : [process.execPath, [...(c.nodeFlags ?? []), MAIN, 'agent', ...args]];
+      : [process.execPath, [...(c.nodeFlags ?? []), c.main ?? MAIN, 'agent', ...args]];
   const childEnv: Record<string, string> = { ...env, ...c.extraEnv };
   for (const k of ['PATH', 'HOME', 'LANG', 'TZ']) if (process.env[k]) childEnv[k] = process.env[k]!;
   const child = spawn(cmd, argv, { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -245,7 +257,12 @@ export async function runAgentOnce(c: AgentRunConfig): Promise<AgentRunResult> {
       await sleep(500);
     }
     const idleKb = idle.sort((a, b) => a - b)[idle.length >> 1]!;
-    c.log(`    ${c.mode}: ${comm} ${execArgs} idle ${Math.round(idleKb / 1024)} MB`);
+    const idleAnonKb = procKb(`/proc/${pid}/status`, 'RssAnon');
+    const idleFileKb = procKb(`/proc/${pid}/status`, 'RssFile');
+    const idlePssKb = procKb(`/proc/${pid}/smaps_rollup`, 'Pss');
+    c.log(
+      `    ${c.mode}: ${comm} ${execArgs} idle ${Math.round(idleKb / 1024)} MB (anon ${Math.round(idleAnonKb / 1024)}, file ${Math.round(idleFileKb / 1024)})`,
+    );
     await c.onIdle?.(pid);
 
     // Apply N stacks.
@@ -302,6 +319,9 @@ export async function runAgentOnce(c: AgentRunConfig): Promise<AgentRunResult> {
       comm,
       execArgs,
       idleKb,
+      idleAnonKb,
+      idleFileKb,
+      idlePssKb,
       applyPeakKb: peak,
       applyMs,
       soakSlopeKbPerMin: soakSlope,
