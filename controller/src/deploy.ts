@@ -80,6 +80,8 @@ export interface ApplyContext {
   /** Approvals given with the request (COSE_Sign1 bytes, signed elsewhere). */
   readonly approvals?: readonly Uint8Array[];
   readonly deployment?: string;
+  /** Emergency: the agents skip maintenance windows and update locks ([MW-5]). */
+  readonly force?: boolean;
 }
 
 /** Per-revision memo: the decoded spec, and one approval per spec digest. */
@@ -145,6 +147,7 @@ export function stackApplyForSite(ctx: ApplyContext, rc: RevisionContext, site: 
         spec: encoded.bytes,
         ...(encoded.z ? { z: true as const } : {}),
         ...(appr ? { appr } : {}),
+        ...(ctx.force ? { force: true as const } : {}),
       },
       rev: rev.rev,
       specDigest: encoded.digest,

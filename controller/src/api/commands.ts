@@ -36,6 +36,11 @@ const CreateBody = Type.Union(
           Type.Boolean({ description: 'also delete named volumes: critical, admin with approve' }),
         ),
         approve: Type.Optional(Type.Boolean()),
+        force: Type.Optional(
+          Type.Boolean({
+            description: 'emergency: run now, ignoring the maintenance window and update locks',
+          }),
+        ),
         ttlSec: Type.Optional(Type.Integer({ minimum: 60, maximum: 365 * 86400 })),
       },
       { additionalProperties: false },
@@ -45,6 +50,11 @@ const CreateBody = Type.Union(
         type: Type.Literal('stack.restart'),
         stack: Name,
         services: Type.Optional(Type.Array(Name, { minItems: 1, maxItems: 64 })),
+        force: Type.Optional(
+          Type.Boolean({
+            description: 'emergency: run now, ignoring the maintenance window and update locks',
+          }),
+        ),
         ttlSec: Type.Optional(Type.Integer({ minimum: 60, maximum: 365 * 86400 })),
       },
       { additionalProperties: false },
@@ -190,7 +200,12 @@ export async function commandRoutes(app: FastifyInstance, ctx: ApiContext): Prom
             {
               ...base,
               type: 'stack.remove',
-              body: { stack: b.stack, ...(b.volumes ? { vols: true } : {}), ...(appr ? { appr } : {}) },
+              body: {
+                stack: b.stack,
+                ...(b.volumes ? { vols: true } : {}),
+                ...(appr ? { appr } : {}),
+                ...(b.force ? { force: true as const } : {}),
+              },
             },
             now,
           );
@@ -200,7 +215,11 @@ export async function commandRoutes(app: FastifyInstance, ctx: ApiContext): Prom
             {
               ...base,
               type: 'stack.restart',
-              body: { stack: b.stack, ...(b.services ? { svc: b.services } : {}) },
+              body: {
+                stack: b.stack,
+                ...(b.services ? { svc: b.services } : {}),
+                ...(b.force ? { force: true as const } : {}),
+              },
             },
             now,
           );

@@ -53,6 +53,12 @@ const CreateBody = Type.Object(
         description: 'admin only: approve a critical revision with the controller approver key',
       }),
     ),
+    force: Type.Optional(
+      Type.Boolean({
+        description:
+          "emergency: sites apply at once, ignoring their maintenance window and the stack's update lock",
+      }),
+    ),
     approvals: Type.Optional(
       Type.Array(
         Type.String({ maxLength: 1024, description: 'base64 COSE_Sign1 approval signed elsewhere' }),
@@ -124,6 +130,7 @@ export async function deploymentRoutes(app: FastifyInstance, ctx: ApiContext): P
             ttlSec: b.ttlSec ?? ctx.config.outbox.commandTtlSec,
             now: store.now(),
             approvals,
+            ...(b.force ? { force: true } : {}),
             ...(b.approve && ctx.signing.approver ? { approver: ctx.signing.approver } : {}),
           },
           revision,

@@ -16,6 +16,7 @@ import { commandRoutes } from './commands.js';
 import { type ApiContext, allows } from './context.js';
 import { deploymentRoutes } from './deployments.js';
 import { groupRoutes } from './groups.js';
+import { maintenanceRoutes } from './maintenance.js';
 import { Problem } from './schemas.js';
 import { siteRoutes } from './sites.js';
 import { stackRoutes } from './stacks.js';
@@ -181,6 +182,7 @@ export async function registerApi(app: FastifyInstance, ctx: ApiContext): Promis
       );
       await siteRoutes(v1, ctx);
       await groupRoutes(v1, ctx);
+      await maintenanceRoutes(v1, ctx);
       await stackRoutes(v1, ctx);
       await deploymentRoutes(v1, ctx);
       await commandRoutes(v1, ctx);

@@ -47,10 +47,24 @@ function collapses(type: CommandType): readonly CommandType[] {
   }
 }
 
+const GATED = new Set<CommandType>(['stack.apply', 'stack.remove', 'stack.restart']);
+
+/**
+ * The body as signed: stack commands carry the site's effective maintenance window (`mw`, [MW-7])
+ * unless the caller set one. Rollbacks are stack commands like any other: they wait for the window
+ * too, unless forced.
+ */
+function withMaintenance(store: Store, req: CommandRequest): object {
+  const body = req.body as Record<string, unknown>;
+  if (!GATED.has(req.type) || body['mw'] !== undefined) return body;
+  const eff = store.maintenance.effective(req.site);
+  return eff ? { ...body, mw: eff.policy } : body;
+}
+
 export function createCommand(store: Store, req: CommandRequest, now: number): CreatedCommand {
   const seq = store.commands.allocSeq(req.site);
   const id = new Uint8Array(randomBytes(16));
-  const body = req.type === 'heartbeat' ? { last: seq } : req.body;
+  const body = req.type === 'heartbeat' ? { last: seq } : withMaintenance(store, req);
   const stack = 'stack' in body && typeof body.stack === 'string' ? body.stack : undefined;
   store.commands.insert({
     site: req.site,

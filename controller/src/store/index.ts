@@ -3,6 +3,7 @@ import { AuditLog } from '../audit.js';
 import { CommandsRepo } from './commands.js';
 import type { Db } from './db.js';
 import { DeploymentsRepo } from './deployments.js';
+import { MaintenanceRepo } from './maintenance.js';
 import { SitesRepo } from './sites.js';
 import { StacksRepo } from './stacks.js';
 import { UsersRepo } from './users.js';
@@ -13,6 +14,7 @@ export class Store {
   readonly commands: CommandsRepo;
   readonly users: UsersRepo;
   readonly deployments: DeploymentsRepo;
+  readonly maintenance: MaintenanceRepo;
   readonly audit: AuditLog;
 
   constructor(
@@ -24,6 +26,7 @@ export class Store {
     this.commands = new CommandsRepo(db);
     this.users = new UsersRepo(db);
     this.deployments = new DeploymentsRepo(db);
+    this.maintenance = new MaintenanceRepo(db);
     this.audit = new AuditLog(db, now);
   }
 

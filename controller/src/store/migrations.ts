@@ -189,6 +189,21 @@ export const MIGRATIONS: readonly string[] = [
   `,
   // 3: staged rollouts (controller/src/rollouts/schema.ts).
   ROLLOUTS_MIGRATION,
+  // 4: maintenance windows per site and per group (store/maintenance.ts, SPEC [MW-7]); wire form JSON.
+  `
+  CREATE TABLE site_maintenance (
+    site TEXT PRIMARY KEY REFERENCES sites (id),
+    policy TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    updated_by TEXT NOT NULL
+  ) WITHOUT ROWID;
+  CREATE TABLE group_maintenance (
+    grp TEXT PRIMARY KEY REFERENCES groups (name),
+    policy TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    updated_by TEXT NOT NULL
+  ) WITHOUT ROWID;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
