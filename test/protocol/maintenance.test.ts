@@ -2,11 +2,13 @@
  * Maintenance windows ([MW-1]..[MW-3]): schema validation of `mw` in stack command bodies, and the
  * pure open/next-opening computation across midnight, weekday boundaries and DST transitions.
  */
+import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import {
   check,
   daysToMask,
   describeMaintenance,
+  encode,
   isTimeZone,
   isWindowOpen,
   localTime,
@@ -269,4 +271,25 @@ describe('[MW-3] next opening', () => {
       }
     }
   }, 60_000);
+});
+
+describe('[MW-1] wire budget', () => {
+  test('a weekday window in Europe/Berlin keeps the reference stack.apply within 700 bytes (DESIGN §7)', () => {
+    const golden = JSON.parse(
+      readFileSync(new URL('../fixtures/protocol/golden.json', import.meta.url), 'utf8'),
+    ) as { commands: { name: string; hex: string }[] };
+    const ref = golden.commands.find((c) => c.name === 'stack.apply')!;
+    const refBytes = ref.hex.length / 2;
+    const mw: MaintenancePolicy = { tz: 'Europe/Berlin', w: [{ d: WEEKDAYS, s: '02:00', e: '04:30' }] };
+    // bytes the `mw` entry (key + value) and `force: true` add to the body map
+    const mwBytes = encode({ mw }).length - 1;
+    const forceBytes = encode({ force: true }).length - 1;
+    expect(mwBytes).toBe(45);
+    expect(forceBytes).toBe(7);
+    // the golden test keeps 60 bytes for MQTT framing under 640; the window fits in the same budget
+    expect(refBytes + mwBytes + forceBytes).toBeLessThan(640);
+    console.info(
+      `stack.apply reference ${refBytes} B; with mw ${refBytes + mwBytes} B; with mw+force ${refBytes + mwBytes + forceBytes} B`,
+    );
+  });
 });
