@@ -6,6 +6,8 @@
  */
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { verifyChain } from '../../controller/src/audit.js';
+import { run } from '../../controller/src/client/cli.js';
+import { parseWindowArg } from '../../controller/src/client/sites.js';
 import {
   COMMAND_LIMITS,
   type Command,
@@ -19,6 +21,7 @@ import { waitFor } from '../helpers/index.js';
 import { startBroker, type TestBroker } from './helpers/broker.js';
 import { webCompose } from './helpers/compose.js';
 import { type Fixture, makeController } from './helpers/fixture.js';
+import { ADMIN_TOKEN } from './helpers/keys.js';
 
 let broker: TestBroker;
 let f: Fixture;
@@ -203,5 +206,94 @@ describe('[MW-7] commands carry the effective window', () => {
     const r = await signed('n1', rm.json.seq);
     expect(r.type).toBe('stack.remove');
     expect((r.body as Record<string, unknown>)['mw']).toBeUndefined();
+  });
+});
+
+describe('[MW-7] operator CLI: outpost sites maintenance', () => {
+  test('window arguments', () => {
+    expect(parseWindowArg('mon-fri 02:00-04:30')).toEqual({
+      days: [1, 2, 3, 4, 5],
+      start: '02:00',
+      end: '04:30',
+    });
+    expect(parseWindowArg('sat,sun 22:00-02:00')).toEqual({ days: [6, 7], start: '22:00', end: '02:00' });
+    expect(parseWindowArg('fri-mon 22:00-02:00')).toEqual({
+      days: [1, 5, 6, 7],
+      start: '22:00',
+      end: '02:00',
+    });
+    expect(parseWindowArg('daily 01:00-03:00')).toEqual({ start: '01:00', end: '03:00' });
+    expect(parseWindowArg('01:00-03:00')).toEqual({ start: '01:00', end: '03:00' });
+    expect(() => parseWindowArg('funday 01:00-03:00')).toThrow(/unknown day/);
+    expect(() => parseWindowArg('mon 1-3')).toThrow(/expected/);
+  });
+
+  test('set, get, clear against the API', async () => {
+    const url = await f.controller.app.listen({ host: '127.0.0.1', port: 0 });
+    const cli = async (args: string[]) => {
+      let out = '';
+      let err = '';
+      const sink = (add: (s: string) => void) => ({
+        write: (s: string) => {
+          add(s);
+          return true;
+        },
+        isTTY: false,
+        columns: 120,
+      });
+      const code = await run(args, {
+        stdout: sink((x) => {
+          out += x;
+        }),
+        stderr: sink((x) => {
+          err += x;
+        }),
+        env: { OUTPOST_API: url, OUTPOST_TOKEN: ADMIN_TOKEN },
+        cwd: process.cwd(),
+        signal: new AbortController().signal,
+      });
+      return { code, out, err };
+    };
+    let r = await cli([
+      'sites',
+      'maintenance',
+      'n1',
+      'set',
+      '--tz',
+      'Europe/Berlin',
+      '--window',
+      'mon-fri 02:00-04:30',
+      '--window',
+      'sun 22:00-02:00',
+    ]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toBe('n1 maintenance: mon,tue,wed,thu,fri 02:00-04:30; sun 22:00-02:00 (Europe/Berlin)\n');
+    expect(f.controller.store.maintenance.get('site', 'n1')?.policy).toEqual({
+      tz: 'Europe/Berlin',
+      w: [
+        { d: 31, s: '02:00', e: '04:30' },
+        { d: 64, s: '22:00', e: '02:00' },
+      ],
+    });
+    r = await cli(['sites', 'maintenance', 'n1']);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain(
+      'effective  mon,tue,wed,thu,fri 02:00-04:30; sun 22:00-02:00 (Europe/Berlin) from site',
+    );
+    r = await cli([
+      'sites',
+      'maintenance',
+      'n1',
+      'set',
+      '--tz',
+      'Nowhere/Never',
+      '--window',
+      'daily 01:00-02:00',
+    ]);
+    expect(r.code).toBe(4);
+    expect(r.err).toContain('body.tz');
+    r = await cli(['sites', 'maintenance', 'n1', 'clear']);
+    expect(r.code).toBe(0);
+    expect(f.controller.store.maintenance.get('site', 'n1')).toBeUndefined();
   });
 });

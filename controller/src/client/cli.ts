@@ -42,6 +42,8 @@ const COMMANDS: Record<string, Spec> = {
       'uplink-key': { type: 'string' },
       label: { type: 'string', multiple: true },
       description: { type: 'string' },
+      tz: { type: 'string' },
+      window: { type: 'string', multiple: true },
     },
     run: sites,
   },

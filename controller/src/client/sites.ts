@@ -12,6 +12,9 @@ export const SITES_HELP = `usage: outpost sites [list] [--group G] [--selector S
        outpost sites pin ID STACK REV
        outpost sites unpin ID STACK
        outpost sites groups [create NAME [--description TEXT]]
+       outpost sites maintenance ID [get]
+       outpost sites maintenance ID set --tz ZONE --window 'DAYS HH:MM-HH:MM' [--window ...]
+       outpost sites maintenance ID clear
 
 list     sites in your groups: online, last contact age, groups, labels, and per stack the revision
          the agent wants / runs and its health (from the site's signed state)
@@ -21,6 +24,10 @@ enrol    register a site with its Ed25519 uplink public key (SPKI PEM or base64;
 label    add or change labels (k=v) or remove them (k-); the other labels are kept
 pin      deployments of other revisions of STACK skip the site; unpin removes the pin
 groups   list site groups, or create one (admin)
+maintenance
+         the site's maintenance windows (its own, and the effective one, maybe from a group): stack
+         commands created afterwards wait at the site until a window opens (SPEC [MW]); DAYS is
+         'daily', a range 'mon-fri' or a list 'sat,sun'; an end at or before the start ends the next day
 
 examples:
   outpost sites
@@ -31,6 +38,7 @@ examples:
   outpost sites enrol pump-07 --uplink-key .data/certs/sites/pump-07/uplink.pub --group north --label region=north
   outpost sites label pump-07 tier=edge old-
   outpost sites pin pump-07 historian 3
+  outpost sites maintenance pump-07 set --tz Europe/Berlin --window 'mon-fri 02:00-04:30' --window 'sun 22:00-02:00'
 `;
 
 /** All sites matching the filters, following the API's pages. */
@@ -101,6 +109,9 @@ export async function sites(ctx: Ctx, sub: string | undefined, v: SitesValues, p
       return unpin(ctx, positionals(p, 2, 2, 'ID STACK'));
     case 'groups':
       return groups(ctx, v, p);
+    case 'maintenance':
+    case 'mw':
+      return maintenance(ctx, v, p);
     default:
       throw usageError(`unknown subcommand 'sites ${sub}'`);
   }
@@ -114,6 +125,8 @@ export interface SitesValues {
   'uplink-key'?: string | undefined;
   label?: string[] | undefined;
   description?: string | undefined;
+  tz?: string | undefined;
+  window?: string[] | undefined;
 }
 
 async function list(ctx: Ctx, v: SitesValues, p: string[]): Promise<number> {
@@ -328,6 +341,88 @@ async function groups(ctx: Ctx, v: SitesValues, p: string[]): Promise<number> {
         ['GROUP', 'SITES', 'DESCRIPTION'],
         r.groups.map((g) => [g.name, String(g.sites), g.description]),
       ),
+    );
+  return 0;
+}
+
+// ---- maintenance windows ([MW-7]) -----------------------------------------------------------------
+
+const DAYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'];
+
+interface WindowArg {
+  days?: number[];
+  start: string;
+  end: string;
+}
+
+/** `mon-fri 02:00-04:30`, `sat,sun 22:00-02:00`, `daily 01:00-03:00` (or just `01:00-03:00`). */
+export function parseWindowArg(text: string): WindowArg {
+  const parts = text.trim().split(/\s+/);
+  const times = parts.pop() ?? '';
+  const m = /^(\d{2}:\d{2})-(\d{2}:\d{2})$/.exec(times);
+  if (!m || parts.length > 1) throw usageError(`--window: expected 'DAYS HH:MM-HH:MM', got '${text}'`);
+  const [spec = 'daily'] = parts;
+  if (spec === 'daily') return { start: m[1]!, end: m[2]! };
+  const day = (d: string): number => {
+    const i = DAYS.indexOf(d.toLowerCase().slice(0, 3));
+    if (i < 0 || d.length < 3) throw usageError(`--window: unknown day '${d}' (mon..sun)`);
+    return i + 1;
+  };
+  const days = new Set<number>();
+  for (const item of spec.split(',')) {
+    const [a, b] = item.split('-');
+    if (b === undefined) days.add(day(a!));
+    else
+      for (let d = day(a!), end = day(b); ; d = (d % 7) + 1) {
+        days.add(d);
+        if (d === end) break;
+      }
+  }
+  return { days: [...days].sort((x, y) => x - y), start: m[1]!, end: m[2]! };
+}
+
+interface MaintenanceView {
+  scope: string;
+  id: string;
+  policy: { tz: string; windows: { days: number[]; start: string; end: string }[] } | null;
+  updatedAt?: string;
+  updatedBy?: string;
+  effective?: ({ source: string } & NonNullable<MaintenanceView['policy']>) | null;
+}
+
+function windowsText(p: NonNullable<MaintenanceView['policy']>): string {
+  return p.windows
+    .map((w) => {
+      const d = w.days.length === 7 ? 'daily' : w.days.map((x) => DAYS[x - 1]).join(',');
+      return `${d} ${w.start}-${w.end}`;
+    })
+    .join('; ')
+    .concat(` (${p.tz})`);
+}
+
+async function maintenance(ctx: Ctx, v: SitesValues, p: string[]): Promise<number> {
+  const [id, sub = 'get'] = positionals(p, 1, 2, 'the site id');
+  const url = `${path(id!)}/maintenance`;
+  const api = ctx.api();
+  if (sub === 'set') {
+    if (!v.tz) throw usageError('sites maintenance set needs --tz ZONE (IANA, e.g. Europe/Berlin)');
+    if (!v.window?.length) throw usageError("sites maintenance set needs --window 'DAYS HH:MM-HH:MM'");
+    const r = await api.put<MaintenanceView>(url, { tz: v.tz, windows: v.window.map(parseWindowArg) });
+    ctx.out(ctx.json ? json(r) : `${id} maintenance: ${r.policy ? windowsText(r.policy) : 'none'}\n`);
+    return 0;
+  }
+  if (sub === 'clear') {
+    await api.delete(url);
+    ctx.out(ctx.json ? json({ site: id, policy: null }) : `${id} maintenance windows cleared\n`);
+    return 0;
+  }
+  if (sub !== 'get') throw usageError(`unknown subcommand 'sites maintenance ID ${sub}'`);
+  const r = await api.get<MaintenanceView>(url);
+  if (ctx.json) ctx.out(json(r));
+  else
+    ctx.out(
+      `site ${id}\n  own        ${r.policy ? windowsText(r.policy) : 'none'}\n` +
+        `  effective  ${r.effective ? `${windowsText(r.effective)} from ${r.effective.source}` : 'none (always open)'}\n`,
     );
   return 0;
 }
