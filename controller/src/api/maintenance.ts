@@ -87,7 +87,7 @@ export function toWire(b: In): Maintenance {
     let d: number | undefined;
     if (x.days) {
       const days = x.days.map(parseWeekday);
-      const bad = days.findIndex((v) => v === undefined);
+      const bad = days.indexOf(undefined);
       if (bad >= 0)
         problems.push({ path: `body.windows[${i}].days[${bad}]`, message: 'expected 1..7 or mon..sun' });
       else {
