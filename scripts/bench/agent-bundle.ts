@@ -69,5 +69,11 @@ module.exports = stub();`,
 }
 
 if (process.argv[1]?.endsWith('agent-bundle.ts')) {
-  bundleAgent().then((p) => process.stdout.write(`${p}\n`));
+  bundleAgent().then(
+    (p) => void process.stdout.write(`${p}\n`),
+    (err: unknown) => {
+      process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);
+      process.exit(1);
+    },
+  );
 }
