@@ -207,7 +207,11 @@ describe('end to end with a real broker', () => {
     const broker = await startBroker();
     const dataDir = tmpDir('ctl-restart');
     const sims: SimSite[] = [];
-    let f = await makeController({ brokerUrl: broker.url, dataDir, config: { outbox: { pollMs: 3_600_000 } } });
+    let f = await makeController({
+      brokerUrl: broker.url,
+      dataDir,
+      config: { outbox: { pollMs: 3_600_000 } },
+    });
     onCurrentTestFinished(async () => {
       await f.close();
       for (const s of sims) await s.close();
@@ -229,7 +233,10 @@ describe('end to end with a real broker', () => {
     // controller's database, the command is still `accepted`, its next poll an hour away.
     await f.close();
     f = await makeController({ brokerUrl: broker.url, dataDir, config: { outbox: { pollMs: 3_600_000 } } });
-    await waitFor(() => sim.deliveries.length > before, { timeoutMs: 20_000, message: 'polled after restart' });
+    await waitFor(() => sim.deliveries.length > before, {
+      timeoutMs: 20_000,
+      message: 'polled after restart',
+    });
     expect(new Set(sim.deliveries.map((d) => d.bytes)).size).toBe(1);
     await sim.ackCommand(cmd, 'applied');
     await waitFor(async () => (await commands(f, 'q1'))[0]?.status === 'applied', { message: 'applied' });

@@ -154,7 +154,7 @@ const seconds = (name: string, text: string | undefined): number | undefined => 
 
 export function createBody(ref: string, v: RolloutValues): Record<string, unknown> {
   const { stack, rev } = stackRef(ref);
-  if (!v.to || v.to.length !== 1)
+  if (v.to?.length !== 1)
     throw usageError('create needs exactly one --to group:NAME | site:ID[,ID] | tag:k=v');
   let success: number | undefined;
   if (v.success !== undefined) {

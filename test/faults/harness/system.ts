@@ -16,14 +16,7 @@ import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { IClientOptions, MqttClient } from 'mqtt';
-import {
-  createFaultProxy,
-  type FaultProxy,
-  freePorts,
-  type Spawned,
-  sleep,
-  waitFor,
-} from '../../helpers/index.js';
+import { createFaultProxy, type FaultProxy, freePorts, type Spawned, waitFor } from '../../helpers/index.js';
 import type { AgentControl, AgentSpec } from './agent-main.js';
 import { spawnChild } from './child.js';
 import { compose } from './compose.js';
