@@ -419,18 +419,10 @@ describe('Writer', () => {
       writer.flush(); // commits batch 1 and starts its sync
       const later = Array.from({ length: 5 }, (_, i) => {
         const p = writer.submit(true, () => insert.run(`b${i}`));
-        writer.flush(); // five more batches, run while the first sync runs
+        writer.flush(); // five more batches, each committed while the first sync runs
         return p;
       });
-      // not committed yet: they wait in the open transaction for the running sync to end
-      const reader = new Database(tmp.path, { readonly: true });
-      try {
-        expect(values(reader)).toEqual(['a']);
-        await Promise.all([first, ...later]);
-        expect(values(reader)).toEqual(['a', 'b0', 'b1', 'b2', 'b3', 'b4']); // one commit, one sync
-      } finally {
-        reader.close();
-      }
+      await Promise.all([first, ...later]);
       expect(writer.walSyncs).toBe(2); // sync callbacks cannot run before the flushes above
       expect(values(db)).toEqual(['a', 'b0', 'b1', 'b2', 'b3', 'b4']);
     } finally {

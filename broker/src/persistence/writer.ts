@@ -21,10 +21,10 @@
  * How a durable commit reaches the disk (docs/adr/0007-broker-group-commit.md). On a WAL database
  * file every transaction commits with `synchronous=NORMAL` (SQLite writes the WAL frames to the
  * OS, no fsync), and the writer then syncs the WAL file itself with `fdatasync` on the libuv
- * thread pool, off the event loop. Durable batches that arrive while a sync is running run in the
- * open transaction and are committed together when it ends, then synced together: one COMMIT and
- * one fsync for every batch of that interval (group commit that widens with the disk's latency);
- * meanwhile the event loop keeps parsing and delivering. A durable promise settles after the sync that began after its COMMIT returned, so
+ * thread pool, off the event loop. Durable batches committed while a sync is running wait for the
+ * next one, so one fsync serves every batch committed during the previous one (group commit that
+ * widens with the disk's latency); meanwhile the event loop keeps parsing, delivering and
+ * committing. A durable promise settles after the sync that began after its COMMIT returned, so
  * it is on disk exactly as with `synchronous=FULL` (which fsyncs the WAL at the end of each
  * commit): checkpoints still sync the WAL before copying it and the database after, and WAL
  * recovery only ever keeps a checksummed prefix of frames, so an unsynced tail can be lost to a
@@ -127,8 +127,6 @@ export class Writer {
   #syncing = false;
   /** Committed durable batches waiting for the next WAL sync. */
   #unsynced: Settle[] = [];
-  /** Durable batches in the open transaction, to be committed when the running sync ends. */
-  #openDurable: Settle[] = [];
   #syncs = 0;
 
   constructor(db: Database.Database) {
@@ -211,34 +209,21 @@ export class Writer {
     }
   }
 
-  /**
-   * Commits the open transaction, if any (relaxed batches, and durable ones waiting for the
-   * running WAL sync to end); the durable ones then wait for the next sync.
-   */
+  /** Commits the open relaxed-only transaction, if any. */
   commitRelaxed(): void {
     if (this.#relaxedTimer === undefined) return;
     clearTimeout(this.#relaxedTimer);
     this.#relaxedTimer = undefined;
     try {
       this.#commitTx.run();
-    } catch (err) {
-      // Relaxed operations have settled already (their writes were losable by definition);
-      // durable ones waiting in this transaction are rejected.
-      this.#abandon(err);
-      return;
-    }
-    if (this.#openDurable.length > 0) {
-      this.#unsynced.push(...this.#openDurable);
-      this.#openDurable = [];
-      this.#startSync();
+    } catch {
+      // Its operations have settled already; their writes were losable by definition.
+      this.#abandon();
     }
   }
 
-  /**
-   * Rolls back whatever transaction is left open after a failure, rejects the durable batches
-   * that were waiting in it, and rebuilds in-memory state.
-   */
-  #abandon(err: unknown): void {
+  /** Rolls back whatever transaction is left open after a failure and rebuilds in-memory state. */
+  #abandon(): void {
     if (this.#relaxedTimer !== undefined) {
       clearTimeout(this.#relaxedTimer);
       this.#relaxedTimer = undefined;
@@ -251,9 +236,6 @@ export class Writer {
         // nothing left to undo
       }
     }
-    const lost = this.#openDurable;
-    this.#openDurable = [];
-    for (const settle of lost) settle(err as NodeJS.ErrnoException);
     this.#resync();
   }
 
@@ -266,38 +248,28 @@ export class Writer {
   }
 
   /**
-   * Runs one batch. With `synchronous=FULL` (no WAL file) a durable one commits at once, in a
-   * transaction of its own. With the writer's own WAL sync, a durable batch commits at once if no
-   * sync is running (together with the open transaction, if any), and otherwise joins the open
-   * transaction, which is committed when the running sync ends: one COMMIT and one fsync for every
-   * batch of that interval. A relaxed-only batch joins or opens the open transaction and settles
-   * at once. `commitNow` commits (and syncs, if durable) before returning.
+   * Runs one batch. A durable one (or `commitNow`) commits before its promises settle; a
+   * relaxed-only one joins or opens the relaxed transaction and settles at once.
    */
   #run(jobs: Job[], commitNow: boolean): void {
     const durable = jobs.some((j) => j.durable);
-    const walSync = this.#walFd !== undefined;
-    const commit = commitNow || (durable && !(walSync && this.#syncing));
+    const commit = durable || commitNow;
     let outcomes: Outcome[];
     try {
-      // A durable commit under synchronous=FULL cannot change the pragma inside a transaction:
-      // end the open one first (a cheap NORMAL commit; the FULL commit then fsyncs both).
-      if (commit && !walSync) this.commitRelaxed();
-      if (this.#relaxedTimer === undefined && !this.#db.inTransaction) {
+      // A durable commit needs synchronous=FULL, which cannot change inside a transaction: end
+      // the relaxed one first (a cheap NORMAL commit; the FULL commit then fsyncs both).
+      if (commit) this.commitRelaxed();
+      if (this.#relaxedTimer === undefined) {
         this.#setSync(durable);
         this.#begin.run();
       }
       outcomes = this.#runBatch(jobs);
-      if (commit) {
-        if (this.#relaxedTimer !== undefined) {
-          clearTimeout(this.#relaxedTimer);
-          this.#relaxedTimer = undefined;
-        }
-        this.#commitTx.run();
-      } else {
+      if (commit) this.#commitTx.run();
+      else {
         this.#relaxedTimer ??= setTimeout(() => this.commitRelaxed(), RELAXED_COMMIT_MS);
       }
     } catch (err) {
-      this.#abandon(err);
+      this.#abandon();
       for (const job of jobs) job.reject(err);
       return;
     }
@@ -312,16 +284,15 @@ export class Writer {
         } else job.reject(outcome.error);
       });
     };
-    if (!durable || !walSync) settle(null);
-    else if (commitNow) {
-      this.#unsynced.push(...this.#openDurable, settle);
-      this.#openDurable = [];
-      this.#syncNow();
-    } else if (commit) {
-      this.#unsynced.push(...this.#openDurable, settle);
-      this.#openDurable = [];
-      this.#startSync();
-    } else this.#openDurable.push(settle); // committed when the running sync ends
+    if (durable && this.#walFd !== undefined) {
+      if (commitNow) {
+        this.#syncNow();
+        settle(null);
+      } else {
+        this.#unsynced.push(settle);
+        this.#startSync();
+      }
+    } else settle(null);
   }
 
   /**
@@ -339,8 +310,6 @@ export class Writer {
       this.#syncing = false;
       for (const settle of batches) settle(err);
       if (this.#closed) this.#closeWal();
-      else if (this.#openDurable.length > 0)
-        this.commitRelaxed(); // commits, starts the next sync
       else this.#startSync();
     });
   }
