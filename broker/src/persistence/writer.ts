@@ -18,7 +18,7 @@
  *   work: clearing an acknowledged delivery (redelivered, at-least-once; the agent dedupes, I2),
  *   recording a packet identifier, session timestamps.
  *
- * How a durable commit reaches the disk (docs/adr/0007-broker-group-commit.md). On a WAL database
+ * How a durable commit reaches the disk (docs/adr/0006-broker-group-commit.md). On a WAL database
  * file every transaction commits with `synchronous=NORMAL` (SQLite writes the WAL frames to the
  * OS, no fsync), and the writer then syncs the WAL file itself with `fdatasync` on the libuv
  * thread pool, off the event loop. Durable batches committed while a sync is running wait for the
