@@ -542,40 +542,6 @@ describe('schema', () => {
     expect(await (await reopen()).subscriptionsByClient({ id: 'site-a' })).toHaveLength(1);
   });
 
-  it('migration 3 drops the outgoing_broker index; a queue written before it is still delivered', async () => {
-    // a version-2 file: the full schema, then the index back and the version set back
-    await (await reopen()).close();
-    current = undefined;
-    let db = new Database(tmp.path);
-    db.exec('CREATE INDEX outgoing_broker ON outgoing (client_id, broker_id, broker_counter, seq)');
-    db.pragma('user_version = 2');
-    db.close();
-    let p = await reopen();
-    await p.outgoingEnqueueCombi([{ clientId: 'site-a' }], publish('t', 'one', 1));
-    await p.outgoingEnqueueCombi([{ clientId: 'site-a' }], publish('t', 'two', 2));
-    p = await reopen(); // nothing in memory: the update below finds its row by a scan
-    await p.outgoingUpdate({ id: 'site-a' }, { ...publish('t', 'two', 2), messageId: 5 });
-    expect(await p.outgoingClearMessageId({ id: 'site-a' }, { cmd: 'puback', messageId: 5 })).toMatchObject({
-      payload: Buffer.from('two'),
-    });
-    expect((await collect(p.outgoingStream({ id: 'site-a' }))).map((m) => String(m.payload))).toEqual([
-      'one',
-    ]);
-    await p.close();
-    current = undefined;
-    db = new Database(tmp.path, { readonly: true });
-    try {
-      expect(db.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
-      const indexes = db
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outgoing'")
-        .pluck()
-        .all();
-      expect(indexes).toEqual(['outgoing_client']);
-    } finally {
-      db.close();
-    }
-  });
-
   it('refuses a database written by a newer schema instead of guessing', async () => {
     const db = new Database(tmp.path);
     db.pragma(`user_version = ${SCHEMA_VERSION + 1}`);

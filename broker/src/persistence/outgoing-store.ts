@@ -21,15 +21,6 @@
  * offline clients are never cached (their queues stay on disk only), and an entry is exactly the
  * row's content: `replace` and every delete remove it, and a resync empties it (a rolled
  * back insert may give its `seq` to another row). A miss reads the row, as before.
- *
- * Delivery lookup. `outgoingUpdate` finds the row of a delivery by (client, broker id, broker
- * counter). Rows queued for a connected client and rows read by a stream (the two sources of
- * aedes' deliveries) are remembered under that key in `#byDelivery` (bounded, oldest out), so the
- * usual update costs no query; a miss scans the client's queue in order (`outgoing_client`) and
- * stops at the first match. A (client, broker id, counter) names one row: aedes queues a message
- * once per client and a broker counter is never reused under one broker id; should two rows share
- * one, the earliest known is taken, as the scan would. This replaced the `outgoing_broker` index,
- * which every enqueue and every clear had to update (schema migration 3).
  */
 import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
@@ -60,15 +51,6 @@ const MAX_IDS = 200_000;
 
 /** Encoded rows of connected clients' queues kept in memory at most (see "Row cache"). */
 export const MAX_CACHED_ROWS = 4096;
-
-/** Rows remembered by delivery key at most (see "Delivery lookup"). */
-const MAX_DELIVERY_KEYS = 16_384;
-
-/** The key of a delivery: as `broker_id IS ? AND broker_counter IS ?` tells rows apart. */
-function deliveryKey(clientId: string, brokerId: unknown, brokerCounter: unknown): string {
-  const id = typeof brokerId === 'string' ? `s${brokerId}` : 'n';
-  return `${clientId}\u0000${id}\u0000${typeof brokerCounter === 'number' ? brokerCounter : ''}`;
-}
 
 /** Bytes (meta + payload) of cached rows at most. */
 const MAX_CACHED_BYTES = 8 * 1024 * 1024;
@@ -126,9 +108,6 @@ export class OutgoingStore {
   /** Encoded content of recent rows of connected clients, by seq (see "Row cache"). */
   readonly #rows = new Map<number, CachedRow>();
   #cachedBytes = 0;
-  /** Rows by delivery key, and each such row's key (see "Delivery lookup"). */
-  readonly #byDelivery = new Map<string, { seq: number; bytes: number }>();
-  readonly #deliveryKeyOf = new Map<number, string>();
   readonly #stats = new Map<string, QueueStats>();
   readonly #recentDrops = new Set<string>();
   /** Clients currently refusing messages, so the log says so once per episode, not per message. */
@@ -155,10 +134,7 @@ export class OutgoingStore {
     [],
     { seq: number; client_id: string; message_id: number; broker_id: string | null; bytes: number }
   >;
-  readonly #page: Database.Statement<
-    [string, number, number, number],
-    Row & { broker_id: string | null; broker_counter: number | null; bytes: number }
-  >;
+  readonly #page: Database.Statement<[string, number, number, number], Row>;
   readonly #maxSeq: Database.Statement<[string], { m: number | null }>;
   readonly #deleteClient: Database.Statement<[string]>;
   readonly #loadStats: Database.Statement<[], { client_id: string; messages: number; bytes: number }>;
@@ -206,7 +182,7 @@ export class OutgoingStore {
        WHERE message_id IS NOT NULL ORDER BY seq`,
     );
     this.#page = db.prepare(
-      `SELECT seq, message_id, broker_id, broker_counter, bytes, meta, payload, payload_text FROM outgoing
+      `SELECT seq, message_id, meta, payload, payload_text FROM outgoing
        WHERE client_id = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?`,
     );
     this.#maxSeq = db.prepare('SELECT MAX(seq) AS m FROM outgoing WHERE client_id = ?');
@@ -225,8 +201,6 @@ export class OutgoingStore {
   reloadStats(): void {
     this.#rows.clear();
     this.#cachedBytes = 0;
-    this.#byDelivery.clear();
-    this.#deliveryKeyOf.clear();
     this.#stats.clear();
     for (const row of this.#loadStats.all()) {
       this.#stats.set(row.client_id, { messages: row.messages, bytes: row.bytes });
@@ -323,10 +297,7 @@ export class OutgoingStore {
         encoded.payloadText,
       );
       const seq = Number(lastInsertRowid);
-      if (this.#isConnected(clientId)) {
-        this.#cacheRow(seq, clientId, encoded);
-        this.#remember(deliveryKey(clientId, brokerId, brokerCounter), seq, encoded.bytes);
-      }
+      if (this.#isConnected(clientId)) this.#cacheRow(seq, clientId, encoded);
       if (messageId !== null) {
         this.#addId(seq, {
           clientId,
@@ -356,27 +327,6 @@ export class OutgoingStore {
       if (oldest.done === true) break;
       this.#uncache(oldest.value);
     }
-  }
-
-  /** Remembers a row under its delivery key, unless an earlier row holds the key. */
-  #remember(key: string, seq: number, bytes: number): void {
-    const known = this.#byDelivery.get(key);
-    if (known !== undefined && known.seq <= seq) return;
-    if (known !== undefined) this.#deliveryKeyOf.delete(known.seq);
-    this.#byDelivery.set(key, { seq, bytes });
-    this.#deliveryKeyOf.set(seq, key);
-    if (this.#deliveryKeyOf.size > MAX_DELIVERY_KEYS) {
-      const oldest = this.#deliveryKeyOf.keys().next();
-      if (oldest.done !== true) this.#forget(oldest.value);
-    }
-  }
-
-  /** Forgets the delivery key of a row that is gone or changed. */
-  #forget(seq: number): void {
-    const key = this.#deliveryKeyOf.get(seq);
-    if (key === undefined) return;
-    this.#deliveryKeyOf.delete(seq);
-    if (this.#byDelivery.get(key)?.seq === seq) this.#byDelivery.delete(key);
   }
 
   #uncache(seq: number): CachedRow | undefined {
@@ -429,11 +379,7 @@ export class OutgoingStore {
    */
   findUpdateTarget(clientId: string, packet: PacketLike): UpdateTarget | undefined {
     const brokerId = packet.brokerId ?? null;
-    const known = this.#byDelivery.get(deliveryKey(clientId, brokerId, packet.brokerCounter));
-    const a =
-      known !== undefined
-        ? { seq: known.seq, bytes: known.bytes, sameBroker: 1 as const }
-        : this.#findSameBroker.get(clientId, brokerId, packet.brokerCounter ?? null);
+    const a = this.#findSameBroker.get(clientId, brokerId, packet.brokerCounter ?? null);
     const b = this.#findByMessageId(clientId, packet.messageId, brokerId);
     if (a === undefined) return b;
     if (b === undefined || a.seq < b.seq) return a;
@@ -492,7 +438,6 @@ export class OutgoingStore {
       target.seq,
     );
     this.#uncache(target.seq); // read back from the row if cleared
-    this.#forget(target.seq);
     this.#removeId(target.seq);
     if (typeof packet.messageId === 'number') {
       this.#addId(target.seq, {
@@ -528,7 +473,6 @@ export class OutgoingStore {
 
   /** Deletes one row and returns its content (from the cache if there, else as read back). */
   #deleteRow(seq: number, clientId: string): Pick<Row, 'meta' | 'payload' | 'payload_text'> | undefined {
-    this.#forget(seq);
     const cached = this.#rows.get(seq);
     if (cached === undefined || cached.clientId !== clientId) return this.#clear.get(seq, clientId);
     this.#uncache(seq);
@@ -547,8 +491,6 @@ export class OutgoingStore {
     if (this.#rows.size > 0) {
       for (const [seq, row] of this.#rows) if (row.clientId === clientId) this.#uncache(seq);
     }
-    const prefix = `${clientId}\u0000`;
-    for (const [seq, key] of this.#deliveryKeyOf) if (key.startsWith(prefix)) this.#forget(seq);
     this.#stats.delete(clientId);
     this.#dropping.delete(clientId);
     return changes;
@@ -570,7 +512,6 @@ export class OutgoingStore {
       const rows = this.#page.all(clientId, after, untilSeq, pageSize);
       for (const row of rows) {
         after = row.seq;
-        this.#remember(deliveryKey(clientId, row.broker_id, row.broker_counter), row.seq, row.bytes);
         const entry = this.#ids.get(row.seq);
         if (entry !== undefined) row.message_id = entry.messageId;
         yield rowToPacket(row);

@@ -78,11 +78,6 @@ const MIGRATIONS: readonly string[] = [
   `
   DROP INDEX IF EXISTS outgoing_message;
   `,
-  // 3: the row of a delivery is found from memory, or by a scan of the client's queue in order
-  // (outgoing-store.ts, "Delivery lookup"); this index cost every enqueue and clear a b-tree write.
-  `
-  DROP INDEX IF EXISTS outgoing_broker;
-  `,
 ];
 
 /** The schema version this code writes. */
