@@ -185,35 +185,6 @@ describe('state survives closing and reopening the database', () => {
     expect(p.queueStats('site-b')).toEqual({ messages: 1, bytes: 'outpost/v1/site/site-a/cmd'.length + 3 });
   });
 
-  it("a connected client's delivery is cleared from the row cache exactly as from disk", async () => {
-    const broker = new FakeBroker('broker-1');
-    let p = await reopen(broker);
-    broker.emit('client', { id: 'site-a' }); // connected: its new rows are cached
-    const subs = [{ clientId: 'site-a' }, { clientId: 'site-b' }]; // site-b offline: disk only
-    const m = { ...publish('outpost/v1/site/x/cmd', 'one', 1), properties: { userProperties: { k: 'v' } } };
-    await p.outgoingEnqueueCombi(subs, m);
-    await p.outgoingEnqueueCombi(subs, publish('outpost/v1/site/x/cmd', 'two', 2));
-    for (const id of ['site-a', 'site-b']) {
-      await p.outgoingUpdate({ id }, { ...m, messageId: 7 });
-      await p.outgoingUpdate({ id }, { ...publish('outpost/v1/site/x/cmd', 'two', 2), messageId: 8 });
-    }
-    const fromCache = await p.outgoingClearMessageId({ id: 'site-a' }, { cmd: 'puback', messageId: 7 });
-    const fromDisk = await p.outgoingClearMessageId({ id: 'site-b' }, { cmd: 'puback', messageId: 7 });
-    expect(fromCache).toEqual(fromDisk);
-    expect(fromCache).toMatchObject({ payload: Buffer.from('one'), messageId: 7, brokerCounter: 1 });
-    // a second PUBACK for the same identifier finds nothing, from the cache or not
-    expect(await p.outgoingClearMessageId({ id: 'site-a' }, { cmd: 'puback', messageId: 7 })).toBeUndefined();
-    expect(p.queueStats('site-a').messages).toBe(1);
-    // the row is gone from disk too, and the one still queued survives a restart
-    p = await reopen();
-    expect((await collect(p.outgoingStream({ id: 'site-a' }))).map((q) => String(q.payload))).toEqual([
-      'two',
-    ]);
-    expect((await collect(p.outgoingStream({ id: 'site-b' }))).map((q) => String(q.payload))).toEqual([
-      'two',
-    ]);
-  });
-
   it('a redelivery after restart (another broker id, new counter) updates the row, not a copy', async () => {
     let p = await reopen(new FakeBroker('before'));
     await p.outgoingEnqueueCombi([{ clientId: 'site-a' }], publish('t', 'cmd', 5, 'before'));
@@ -389,10 +360,8 @@ describe('Writer', () => {
     const writer = new Writer(db);
     const insert = db.prepare<[string]>('INSERT INTO t (v) VALUES (?)');
     try {
-      // On a WAL file every commit is NORMAL; durable ones are followed by the writer's own sync.
-      expect(db.pragma('synchronous', { simple: true })).toBe(1);
       await writer.submit(false, () => insert.run('r1'));
-      expect(writer.walSyncs).toBe(0); // a relaxed batch is not synced
+      expect(db.pragma('synchronous', { simple: true })).toBe(1); // NORMAL for a relaxed one
       expect(values(db)).toEqual(['r1']); // the writer's connection sees it at once
       expect(values(reader)).toEqual([]); // not committed yet
       await sleep(RELAXED_COMMIT_MS * 3);
@@ -400,47 +369,12 @@ describe('Writer', () => {
       await writer.submit(false, () => insert.run('r2'));
       await writer.submit(true, () => insert.run('d1'));
       expect(values(reader)).toEqual(['d1', 'r1', 'r2']); // the durable commit took it along
-      expect(writer.walSyncs).toBe(1); // and the WAL was synced before its promise settled
+      expect(db.pragma('synchronous', { simple: true })).toBe(2); // FULL for the durable one
       await writer.submit(false, () => insert.run('r3'));
       writer.close(); // commits it
       expect(values(reader)).toEqual(['d1', 'r1', 'r2', 'r3']);
     } finally {
       reader.close();
-      db.close();
-    }
-  });
-
-  it('group-commits: durable batches committed during a WAL sync share the next one', async () => {
-    const db = table(tmp.path);
-    const writer = new Writer(db);
-    const insert = db.prepare<[string]>('INSERT INTO t (v) VALUES (?)');
-    try {
-      const first = writer.submit(true, () => insert.run('a'));
-      writer.flush(); // commits batch 1 and starts its sync
-      const later = Array.from({ length: 5 }, (_, i) => {
-        const p = writer.submit(true, () => insert.run(`b${i}`));
-        writer.flush(); // five more batches, each committed while the first sync runs
-        return p;
-      });
-      await Promise.all([first, ...later]);
-      expect(writer.walSyncs).toBe(2); // sync callbacks cannot run before the flushes above
-      expect(values(db)).toEqual(['a', 'b0', 'b1', 'b2', 'b3', 'b4']);
-    } finally {
-      writer.close();
-      db.close();
-    }
-  });
-
-  it('without a WAL file (in memory) durable batches commit with synchronous=FULL', async () => {
-    const db = new Database(':memory:');
-    db.exec('CREATE TABLE t (v TEXT PRIMARY KEY)');
-    const writer = new Writer(db);
-    try {
-      await writer.submit(true, () => db.prepare('INSERT INTO t (v) VALUES (?)').run('x'));
-      expect(db.pragma('synchronous', { simple: true })).toBe(2);
-      expect(writer.walSyncs).toBe(0);
-    } finally {
-      writer.close();
       db.close();
     }
   });

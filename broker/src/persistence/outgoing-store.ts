@@ -11,16 +11,6 @@
  * transaction) is simply sent again with a new one when the client reconnects (at-least-once;
  * the agent dedupes, I2). Identifiers that are part of the stored packet itself are on disk and
  * mirrored in `#ids` at open: a PUBREL that replaced a row, or a packet enqueued with one.
- *
- * Row cache. Reading a row's BLOBs back costs more than the rest of its life (better-sqlite3
- * copies each into a new Buffer: a `DELETE ... RETURNING` of a queued PUBLISH cost ~4× a plain
- * `DELETE`). A message queued for a connected client is normally delivered and acknowledged within
- * milliseconds, so the encoded row (`EncodedPacket`, whose Buffers the enqueue holds anyway) of
- * such a message is kept in `#rows` by `seq` until its PUBACK clears it, and `clear` then deletes
- * the row without reading it. The cache is bounded (`MAX_CACHED_ROWS`, oldest out), rows of
- * offline clients are never cached (their queues stay on disk only), and an entry is exactly the
- * row's content: `replace` and every delete remove it, and a resync empties it (a rolled
- * back insert may give its `seq` to another row). A miss reads the row, as before.
  */
 import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
@@ -48,33 +38,6 @@ const DROPPED_MEMORY = 4096;
 
 /** In-memory packet identifiers kept at most; beyond, the oldest unpersisted one is forgotten. */
 const MAX_IDS = 200_000;
-
-/** Encoded rows of connected clients' queues kept in memory at most (see "Row cache"). */
-export const MAX_CACHED_ROWS = 4096;
-
-/** Bytes (meta + payload) of cached rows at most. */
-const MAX_CACHED_BYTES = 8 * 1024 * 1024;
-
-/** Bytes a cached row holds. */
-function cachedSize(e: EncodedPacket): number {
-  return e.meta.length + (e.payload?.length ?? 0);
-}
-
-/**
- * The encoded row as the cache keeps it: a payload that is a view into a larger buffer (e.g. the
- * socket read it was parsed from) is copied, so that the cache never pins more than it counts.
- */
-function ownBuffers(e: EncodedPacket): EncodedPacket {
-  const p = e.payload;
-  if (p === null || p.buffer.byteLength <= Math.max(p.byteLength, Buffer.poolSize)) return e;
-  return { ...e, payload: Buffer.from(p) };
-}
-
-/** A cached row: its client and its encoded content. */
-interface CachedRow {
-  clientId: string;
-  encoded: EncodedPacket;
-}
 
 /** The packet identifier of one row (by `seq`), as `outgoingUpdate`/`clear` look it up. */
 interface IdEntry {
@@ -104,10 +67,6 @@ export class OutgoingStore {
   readonly #limits: QueueLimits;
   readonly #onDrop: ((event: QueueDropEvent) => void) | undefined;
   readonly #onFirstMessage: (clientId: string) => void;
-  readonly #isConnected: (clientId: string) => boolean;
-  /** Encoded content of recent rows of connected clients, by seq (see "Row cache"). */
-  readonly #rows = new Map<number, CachedRow>();
-  #cachedBytes = 0;
   readonly #stats = new Map<string, QueueStats>();
   readonly #recentDrops = new Set<string>();
   /** Clients currently refusing messages, so the log says so once per episode, not per message. */
@@ -129,7 +88,6 @@ export class OutgoingStore {
     [string | null, number | null, number | null, number, Buffer, Buffer | null, number, number]
   >;
   readonly #clear: Database.Statement<[number, string], Pick<Row, 'meta' | 'payload' | 'payload_text'>>;
-  readonly #delete: Database.Statement<[number, string]>;
   readonly #loadIds: Database.Statement<
     [],
     { seq: number; client_id: string; message_id: number; broker_id: string | null; bytes: number }
@@ -146,8 +104,6 @@ export class OutgoingStore {
     limits: QueueLimits | undefined;
     onDrop: ((event: QueueDropEvent) => void) | undefined;
     onFirstMessage: (clientId: string) => void;
-    /** Is the client connected now? (its new rows are cached: see "Row cache") */
-    isConnected?: (clientId: string) => boolean;
   }) {
     const { db } = opts;
     this.#writer = opts.writer;
@@ -155,7 +111,6 @@ export class OutgoingStore {
     this.#limits = opts.limits ?? {};
     this.#onDrop = opts.onDrop;
     this.#onFirstMessage = opts.onFirstMessage;
-    this.#isConnected = opts.isConnected ?? (() => false);
     this.#insert = db.prepare(
       `INSERT INTO outgoing (client_id, broker_id, broker_counter, message_id, bytes, meta, payload, payload_text)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -176,7 +131,6 @@ export class OutgoingStore {
     this.#clear = db.prepare(
       'DELETE FROM outgoing WHERE seq = ? AND client_id = ? RETURNING meta, payload, payload_text',
     );
-    this.#delete = db.prepare('DELETE FROM outgoing WHERE seq = ? AND client_id = ?');
     this.#loadIds = db.prepare(
       `SELECT seq, client_id, message_id, broker_id, bytes FROM outgoing
        WHERE message_id IS NOT NULL ORDER BY seq`,
@@ -199,8 +153,6 @@ export class OutgoingStore {
    * failed transaction, which also forgets the in-memory identifiers: their rows may be gone).
    */
   reloadStats(): void {
-    this.#rows.clear();
-    this.#cachedBytes = 0;
     this.#stats.clear();
     for (const row of this.#loadStats.all()) {
       this.#stats.set(row.client_id, { messages: row.messages, bytes: row.bytes });
@@ -296,10 +248,8 @@ export class OutgoingStore {
         encoded.payload,
         encoded.payloadText,
       );
-      const seq = Number(lastInsertRowid);
-      if (this.#isConnected(clientId)) this.#cacheRow(seq, clientId, encoded);
       if (messageId !== null) {
-        this.#addId(seq, {
+        this.#addId(Number(lastInsertRowid), {
           clientId,
           messageId,
           brokerId,
@@ -316,30 +266,6 @@ export class OutgoingStore {
       stats.bytes += encoded.bytes;
       this.#dropping.delete(clientId);
     }
-  }
-
-  #cacheRow(seq: number, clientId: string, encoded: EncodedPacket): void {
-    const own = ownBuffers(encoded);
-    this.#rows.set(seq, { clientId, encoded: own });
-    this.#cachedBytes += cachedSize(own);
-    while (this.#rows.size > MAX_CACHED_ROWS || this.#cachedBytes > MAX_CACHED_BYTES) {
-      const oldest = this.#rows.keys().next();
-      if (oldest.done === true) break;
-      this.#uncache(oldest.value);
-    }
-  }
-
-  #uncache(seq: number): CachedRow | undefined {
-    const row = this.#rows.get(seq);
-    if (row === undefined) return undefined;
-    this.#rows.delete(seq);
-    this.#cachedBytes -= cachedSize(row.encoded);
-    return row;
-  }
-
-  /** Rows currently cached (tests). */
-  cachedRows(): number {
-    return this.#rows.size;
   }
 
   #recordDrop(event: QueueDropEvent): void {
@@ -437,7 +363,6 @@ export class OutgoingStore {
       encoded.payloadText,
       target.seq,
     );
-    this.#uncache(target.seq); // read back from the row if cleared
     this.#removeId(target.seq);
     if (typeof packet.messageId === 'number') {
       this.#addId(target.seq, {
@@ -458,7 +383,7 @@ export class OutgoingStore {
       const seq = this.#idIndex.get(clientId)?.get(messageId)?.[0];
       if (seq === undefined) return undefined;
       const entry = this.#removeId(seq) as IdEntry;
-      const row = this.#deleteRow(seq, clientId);
+      const row = this.#clear.get(seq, clientId);
       if (row === undefined) continue; // the row is gone: a stale identifier
       const stats = this.#stats.get(clientId);
       if (stats !== undefined) {
@@ -471,25 +396,12 @@ export class OutgoingStore {
     }
   }
 
-  /** Deletes one row and returns its content (from the cache if there, else as read back). */
-  #deleteRow(seq: number, clientId: string): Pick<Row, 'meta' | 'payload' | 'payload_text'> | undefined {
-    const cached = this.#rows.get(seq);
-    if (cached === undefined || cached.clientId !== clientId) return this.#clear.get(seq, clientId);
-    this.#uncache(seq);
-    if (this.#delete.run(seq, clientId).changes === 0) return undefined;
-    const { meta, payload, payloadText } = cached.encoded;
-    return { meta, payload, payload_text: payloadText };
-  }
-
   /** Deletes a client's whole queue; returns how many messages it held. */
   deleteClient(clientId: string): number {
     const { changes } = this.#deleteClient.run(clientId);
     const byId = this.#idIndex.get(clientId);
     if (byId !== undefined) {
       for (const seqs of [...byId.values()]) for (const seq of [...seqs]) this.#removeId(seq);
-    }
-    if (this.#rows.size > 0) {
-      for (const [seq, row] of this.#rows) if (row.clientId === clientId) this.#uncache(seq);
     }
     this.#stats.delete(clientId);
     this.#dropping.delete(clientId);

@@ -1,8 +1,6 @@
 /**
  * Opening the broker database: WAL, `synchronous=FULL` (I5: the broker acknowledges a publisher
- * only after its commit is on disk; the persistence's `Writer` then commits with NORMAL and syncs
- * the WAL file itself, off the event loop: writer.ts), and forward-only migrations numbered by
- * `PRAGMA user_version`.
+ * only after its commit), and forward-only migrations numbered by `PRAGMA user_version`.
  *
  * Tables (all keyed by MQTT client id):
  * - `sessions`       one row per persistent session that holds state; `last_seen` drives expiry (I8)

@@ -1,5 +1,5 @@
 /**
- * Durable aedes 1.x persistence on SQLite (better-sqlite3, WAL, every acknowledged write fsynced).
+ * Durable aedes 1.x persistence on SQLite (better-sqlite3, WAL, synchronous=FULL).
  *
  * Wiring (the broker's composition root):
  *
@@ -17,11 +17,9 @@
  * run in order and group-committed once per event-loop turn (writer.ts); each promise settles
  * after the transaction holding its work has committed.
  *
- * Durability (I5). Writes an acknowledgement depends on are committed and the WAL fsynced before
- * the promise settles (group commit: one fsync, on the thread pool, for every batch committed
- * while the previous one ran): enqueues, subscriptions, retained messages, wills, inbound QoS 2
- * state. Writes whose loss to a power cut only causes a redelivery are committed without waiting
- * for a sync (writer.ts).
+ * Durability (I5). Writes an acknowledgement depends on commit with synchronous=FULL before the
+ * promise settles: enqueues, subscriptions, retained messages, wills, inbound QoS 2 state. Writes
+ * whose loss to a power cut only causes a redelivery commit with synchronous=NORMAL (writer.ts).
  * But aedes 1.2.0 writes the PUBACK of an inbound QoS 1 PUBLISH *before* it calls the persistence,
  * so the broker must also use `durableAuthorizePublish` as its `authorizePublish` hook: it commits
  * the message before aedes sends the PUBACK (durable-publish.ts explains how, and its coupling).
@@ -45,8 +43,7 @@
  *
  * Heap. Only the QoS > 0 subscription trie (for `subscriptionsByTopic` on every publish), two
  * counters per non-empty queue, the set of connected client ids, and small bounded sets of
- * in-flight packets (and the encoded rows of connected clients' recent deliveries: outgoing-store.ts,
- * "Row cache"); queues, retained messages, wills and inbound packets stay on disk and
+ * in-flight packets; queues, retained messages, wills and inbound packets stay on disk and
  * streams read them a page at a time.
  *
  * One broker process per database file: in-memory state mirrors the file.
@@ -132,7 +129,6 @@ export class SqlitePersistence {
         limits: opts.queueLimits,
         onDrop: opts.onDrop,
         onFirstMessage: (clientId) => this.#sessions.ensure(clientId, this.#now()),
-        isConnected: (clientId) => this.#connected.has(clientId),
       });
       this.#gate = new DurablePublishGate({
         writer: this.#writer,

@@ -10,39 +10,24 @@
  *
  * Each operation says whether an acknowledgement depends on it:
  *
- * - durable: its promise settles only once the commit is on disk. Used for everything a PUBACK,
- *   PUBREC, PUBCOMP, SUBACK or UNSUBACK depends on: enqueues, subscriptions, retained messages,
- *   wills, inbound QoS 2 state (I5).
- * - relaxed: committed (it survives kill -9, which only loses the process) but on disk only with
- *   the next durable sync or checkpoint. Used where losing the write to a power cut only repeats
- *   work: clearing an acknowledged delivery (redelivered, at-least-once; the agent dedupes, I2),
- *   recording a packet identifier, session timestamps.
- *
- * How a durable commit reaches the disk (docs/adr/0006-broker-group-commit.md). On a WAL database
- * file every transaction commits with `synchronous=NORMAL` (SQLite writes the WAL frames to the
- * OS, no fsync), and the writer then syncs the WAL file itself with `fdatasync` on the libuv
- * thread pool, off the event loop. Durable batches committed while a sync is running wait for the
- * next one, so one fsync serves every batch committed during the previous one (group commit that
- * widens with the disk's latency); meanwhile the event loop keeps parsing, delivering and
- * committing. A durable promise settles after the sync that began after its COMMIT returned, so
- * it is on disk exactly as with `synchronous=FULL` (which fsyncs the WAL at the end of each
- * commit): checkpoints still sync the WAL before copying it and the database after, and WAL
- * recovery only ever keeps a checksummed prefix of frames, so an unsynced tail can be lost to a
- * power cut but never corrupts what an acknowledgement depended on. Without a WAL file (an
- * in-memory database, or one not in WAL mode) durable batches commit with `synchronous=FULL`.
+ * - durable (`synchronous=FULL`): the commit is fsynced before the promise settles. Used for
+ *   everything a PUBACK, PUBREC, PUBCOMP, SUBACK or UNSUBACK depends on: enqueues, subscriptions,
+ *   retained messages, wills, inbound QoS 2 state (I5).
+ * - relaxed (`synchronous=NORMAL`): committed (it survives kill -9, which only loses the process)
+ *   but fsynced with the next durable commit or checkpoint. Used where losing the write to a power
+ *   cut only repeats work: clearing an acknowledged delivery (redelivered, at-least-once; the agent
+ *   dedupes, I2), recording a packet identifier, session timestamps.
  *
  * A batch is durable if any of its operations is; its transaction commits at the end of the turn
- * and its promises settle after that commit (and its sync). A relaxed-only batch does not commit
- * every turn: it runs in a transaction that stays open (its promises settle once it has run,
- * seeing its own writes) and is committed before the next durable batch or after
+ * and its promises settle after that commit. A relaxed-only batch does not commit every turn: it
+ * runs in a transaction that stays open (its promises settle once it has run, seeing its own
+ * writes) and is committed, with synchronous=NORMAL, before the next durable batch or after
  * RELAXED_COMMIT_MS, whichever comes first, or on `close`. That only widens the window in which a
  * crash loses a relaxed write (kill -9 within RELAXED_COMMIT_MS now loses it too), and such a loss
  * only repeats work. The connection sees its own uncommitted writes, so reads are unaffected;
- * other connections see relaxed writes once committed. The WAL is one sequential log, so a durable
- * sync also covers every relaxed commit before it: durable writes never overtake relaxed ones.
+ * other connections see relaxed writes once committed. In WAL mode a later FULL commit fsyncs the
+ * log up to itself, so durable writes never overtake relaxed ones.
  */
-import { closeSync, fdatasync, fdatasyncSync, fsyncSync, openSync } from 'node:fs';
-import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 
 /** Operations per transaction at most; a longer queue is committed in several. */
@@ -75,33 +60,6 @@ function isExpected(err: unknown): boolean {
 /** A statement prepared once and run without bindings. */
 type Stmt = { run: () => unknown };
 
-/** Settles a committed durable batch once its sync has finished (with the sync's error, if any). */
-type Settle = (err: NodeJS.ErrnoException | null) => void;
-
-/**
- * A file descriptor of the database's WAL file, or undefined if durable commits must use
- * `synchronous=FULL` instead (no WAL file: in-memory, or not in WAL mode). The directory is
- * synced once, as SQLite does for a WAL file it creates.
- */
-function openWal(db: Database.Database): number | undefined {
-  if (db.memory) return undefined;
-  if (String(db.pragma('journal_mode', { simple: true })).toLowerCase() !== 'wal') return undefined;
-  let fd: number | undefined;
-  try {
-    fd = openSync(`${db.name}-wal`, 'r+');
-    const dir = openSync(dirname(db.name), 'r');
-    try {
-      fsyncSync(dir);
-    } finally {
-      closeSync(dir);
-    }
-    return fd;
-  } catch {
-    if (fd !== undefined) closeSync(fd);
-    return undefined;
-  }
-}
-
 export class Writer {
   readonly #db: Database.Database;
   readonly #onResync: Array<() => void> = [];
@@ -121,21 +79,9 @@ export class Writer {
   #full = true;
   #after: Array<() => void> | undefined;
   #closed = false;
-  /** The WAL file the writer syncs itself (see "How a durable commit reaches the disk"). */
-  #walFd: number | undefined;
-  /** A WAL sync is running on the thread pool. */
-  #syncing = false;
-  /** Committed durable batches waiting for the next WAL sync. */
-  #unsynced: Settle[] = [];
-  #syncs = 0;
 
   constructor(db: Database.Database) {
     this.#db = db;
-    this.#walFd = openWal(db);
-    if (this.#walFd !== undefined) {
-      db.pragma('synchronous = NORMAL');
-      this.#full = false;
-    }
     this.#begin = db.prepare('BEGIN IMMEDIATE');
     this.#commitTx = db.prepare('COMMIT');
     this.#rollbackTx = db.prepare('ROLLBACK');
@@ -239,8 +185,7 @@ export class Writer {
     this.#resync();
   }
 
-  #setSync(durable: boolean): void {
-    const full = durable && this.#walFd === undefined;
+  #setSync(full: boolean): void {
     if (full === this.#full) return;
     // Not a prepared statement: SQLite applies this pragma when it is prepared, not when run.
     this.#db.pragma(full ? 'synchronous = FULL' : 'synchronous = NORMAL');
@@ -273,72 +218,14 @@ export class Writer {
       for (const job of jobs) job.reject(err);
       return;
     }
-    const settle: Settle = (syncError) => {
-      jobs.forEach((job, i) => {
-        const outcome = outcomes[i];
-        if (syncError !== null) job.reject(syncError);
-        else if (outcome === undefined) job.reject(new Error('operation did not run'));
-        else if (outcome.ok) {
-          for (const f of outcome.after) f();
-          job.resolve(outcome.value);
-        } else job.reject(outcome.error);
-      });
-    };
-    if (durable && this.#walFd !== undefined) {
-      if (commitNow) {
-        this.#syncNow();
-        settle(null);
-      } else {
-        this.#unsynced.push(settle);
-        this.#startSync();
-      }
-    } else settle(null);
-  }
-
-  /**
-   * Starts a WAL sync for the batches committed so far unless one is running (then the next one
-   * starts when it ends, for everything committed meanwhile).
-   */
-  #startSync(): void {
-    const fd = this.#walFd;
-    if (this.#syncing || this.#unsynced.length === 0 || fd === undefined) return;
-    const batches = this.#unsynced;
-    this.#unsynced = [];
-    this.#syncing = true;
-    this.#syncs++;
-    fdatasync(fd, (err) => {
-      this.#syncing = false;
-      for (const settle of batches) settle(err);
-      if (this.#closed) this.#closeWal();
-      else this.#startSync();
+    jobs.forEach((job, i) => {
+      const outcome = outcomes[i];
+      if (outcome === undefined) job.reject(new Error('operation did not run'));
+      else if (outcome.ok) {
+        for (const f of outcome.after) f();
+        job.resolve(outcome.value);
+      } else job.reject(outcome.error);
     });
-  }
-
-  /** Syncs the WAL now, on this thread, and settles every batch waiting for a sync. */
-  #syncNow(): void {
-    if (this.#walFd === undefined) return;
-    this.#syncs++;
-    let error: NodeJS.ErrnoException | null = null;
-    try {
-      fdatasyncSync(this.#walFd);
-    } catch (err) {
-      error = err as NodeJS.ErrnoException;
-    }
-    const batches = this.#unsynced;
-    this.#unsynced = [];
-    for (const settle of batches) settle(error);
-    if (error !== null) throw error;
-  }
-
-  #closeWal(): void {
-    if (this.#walFd === undefined || this.#syncing) return;
-    closeSync(this.#walFd);
-    this.#walFd = undefined;
-  }
-
-  /** WAL syncs run so far (tests, metrics); 0 when commits use synchronous=FULL instead. */
-  get walSyncs(): number {
-    return this.#syncs;
   }
 
   /**
@@ -411,17 +298,10 @@ export class Writer {
     else this.#after.push(fn);
   }
 
-  /** Commits and syncs what is queued and refuses further operations. */
+  /** Commits what is queued and refuses further operations. */
   close(): void {
     this.flush();
     this.commitRelaxed();
     this.#closed = true;
-    if (this.#walFd !== undefined) {
-      try {
-        this.#syncNow();
-      } finally {
-        this.#closeWal(); // or when the running sync ends
-      }
-    }
   }
 }
