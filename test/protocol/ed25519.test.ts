@@ -9,11 +9,13 @@ import {
   ed25519,
   generateKeyPair,
   isCanonicalS,
+  KEY_CACHE_MAX,
   naclEd25519,
   nodeEd25519,
   privateKeyFromPem,
   privateKeyObject,
   privateKeyToPem,
+  publicKeyCacheSize,
   publicKeyFromPem,
   publicKeyObject,
   publicKeyToPem,
@@ -205,5 +207,25 @@ describe('keys and PEM', () => {
     expect(kp.seed).toHaveLength(32);
     expect(nodeEd25519.publicKey(kp.seed)).toEqual(kp.publicKey);
     expect(generateKeyPair().seed).not.toEqual(kp.seed);
+  });
+});
+
+describe('public key cache', () => {
+  it('holds a whole fleet of uplink keys (more than 4,096) and every key still verifies', () => {
+    const message = new TextEncoder().encode('ack');
+    const n = 5_000;
+    const before = publicKeyCacheSize();
+    const signed = Array.from({ length: n }, () => {
+      const kp = generateKeyPair();
+      return { pub: kp.publicKey, sig: nodeEd25519.sign(kp.seed, message) };
+    });
+    for (const s of signed) expect(nodeEd25519.verify(s.pub, message, s.sig)).toBe(true);
+    expect(publicKeyCacheSize()).toBeGreaterThanOrEqual(Math.min(before + n, KEY_CACHE_MAX));
+    expect(publicKeyCacheSize()).toBeLessThanOrEqual(KEY_CACHE_MAX);
+    // A second pass hits the cache: verdicts unchanged, a forged signature still fails.
+    for (const s of signed.slice(0, 50)) expect(nodeEd25519.verify(s.pub, message, s.sig)).toBe(true);
+    const forged = new Uint8Array(signed[0]!.sig);
+    forged[0] = forged[0]! ^ 1;
+    expect(nodeEd25519.verify(signed[0]!.pub, message, forged)).toBe(false);
   });
 });
