@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { certsLayout } from '../../certs/src/layout.js';
 import { verifyChain } from '../../controller/src/audit.js';
 import { canonicalJson, sha256Hex } from '../../controller/src/canonical-json.js';
+import { FLUSH_MAX } from '../../controller/src/ingest.js';
 import {
   createSigner,
   decode,
@@ -218,6 +219,26 @@ describe('API', () => {
     expect(
       (await f.call('GET', '/v1/sites?online=false')).json.sites.map((x: { id: string }) => x.id),
     ).toEqual(['q1']);
+  });
+
+  it('commits a burst of uplink messages in chunks of FLUSH_MAX, yielding the event loop between them ([OUT-8])', async () => {
+    const f = await makeController();
+    await f.enrol('b1');
+    const n = FLUSH_MAX * 2 + 100;
+    const t0 = Date.parse('2026-01-01T00:00:00Z');
+    for (let i = 0; i < n; i++) {
+      const status = { v: 1, site: 'b1', online: true, ts: new Date(t0 + i * 1000).toISOString() };
+      f.controller.ingest.handle('outpost/v1/site/b1/status', Buffer.from(JSON.stringify(status)));
+    }
+    const seen = () => (f.controller.store.sites.get('b1')?.status as { ts?: string } | undefined)?.ts;
+    expect(seen()).toBeUndefined();
+    // One turn of the event loop commits the first chunk only: the API gets its turn in between.
+    await new Promise((r) => setImmediate(r));
+    expect(seen()).toBe(new Date(t0 + (FLUSH_MAX - 1) * 1000).toISOString());
+    await new Promise((r) => setImmediate(r));
+    expect(seen()).toBe(new Date(t0 + (2 * FLUSH_MAX - 1) * 1000).toISOString());
+    await new Promise((r) => setImmediate(r));
+    expect(seen()).toBe(new Date(t0 + (n - 1) * 1000).toISOString());
   });
 
   describe('bad input gets problem+json and changes nothing (I9)', () => {
