@@ -81,11 +81,12 @@ stop_broker() {
   stop_pidfile "$DIR/mosquitto.pid" mosquitto 10
 }
 
-# A port the kernel reports free right now (bounded search in a high range).
+# A port the kernel reports free right now (bounded search below the ephemeral range, 32768 and up
+# by default, so that no outgoing connection can take it between this check and mosquitto's bind).
 spare_port() {
   local p i
   for i in $(seq 1 50); do
-    p=$((20000 + RANDOM % 20000))
+    p=$((10000 + RANDOM % 20000))
     port_open "$p" || {
       printf '%s\n' "$p"
       return 0
