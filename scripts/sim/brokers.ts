@@ -12,11 +12,10 @@
  *
  * Reuses scripts/bench/lib/brokers.ts for free ports, the Mosquitto binary and /proc RSS.
  */
-import { type ChildProcess, fork, spawn } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { type ChildProcess, fork } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { freePort, mosquittoBinary, procRss, tempDir } from '../bench/lib/brokers.js';
+import { freePort, portOpen, prepareMosquitto, procRss, tempDir } from '../bench/lib/brokers.js';
 import type { BrokerChildMessage } from './broker-child.js';
 import { nodeFlags } from './proc.js';
 
@@ -65,36 +64,7 @@ async function stopChild(child: ChildProcess, signal: NodeJS.Signals, gentle?: (
   clearTimeout(timer);
 }
 
-/**
- * Mosquitto is spawned, not forked: unlike our node children (which exit when their IPC channel
- * closes) it would outlive a parent that exits without closing it (an uncaught error, process.exit),
- * holding its port and data folder. Kill it and remove its folder when this process exits.
- */
-const spawned = new Map<ChildProcess, string>();
-let exitHook = false;
-function killOnExit(c: ChildProcess, dir: string): void {
-  spawned.set(c, dir);
-  c.once('exit', () => spawned.delete(c));
-  if (exitHook) return;
-  exitHook = true;
-  process.once('exit', () => {
-    for (const [x, d] of spawned) {
-      x.kill('SIGKILL');
-      rmSync(d, { recursive: true, force: true });
-    }
-  });
-}
-
-export function portOpen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(port, '127.0.0.1');
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
+export { portOpen };
 
 async function startDurableChild(
   dir: string,
@@ -169,51 +139,12 @@ async function startDurable(opts: SimBrokerOptions): Promise<SimBroker> {
 }
 
 async function startMosquitto(opts: SimBrokerOptions): Promise<SimBroker> {
-  const bin = mosquittoBinary();
-  if (!bin) {
-    throw new Error(
-      "Mosquitto is not installed: install Debian's package (`bash scripts/mosquitto.sh check`, or " +
-        '`apt-get install mosquitto`) and run again.',
-    );
-  }
-  const dir = tempDir('sim-mosquitto');
-  const port = await freePort();
-  const conf = join(dir, 'mosquitto.conf');
-  writeFileSync(
-    conf,
-    [
-      ...(process.getuid?.() === 0 ? ['user root'] : []),
-      `listener ${port} 127.0.0.1`,
-      'allow_anonymous true',
-      'persistence true',
-      `persistence_location ${dir}/`,
-      `max_queued_messages ${opts.maxQueued ?? 1_000_000}`,
-      'max_queued_bytes 0',
-      'log_dest stderr',
-      'log_type error',
-      '',
-    ].join('\n'),
-  );
-  let child: ChildProcess | undefined;
-  let stderr = '';
-  const launch = async (): Promise<void> => {
-    const c = spawn(bin, ['-c', conf], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-    killOnExit(c, dir);
-    c.stderr?.on('data', (b: Buffer) => {
-      stderr = (stderr + b.toString('utf8')).slice(-4000);
-    });
-    const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline && c.exitCode === null) {
-      if (await portOpen(port)) {
-        child = c;
-        return;
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    await stopChild(c, 'SIGKILL');
-    throw new Error(`mosquitto did not listen on 127.0.0.1:${port}: ${stderr.trim()}`);
-  };
-  await launch();
+  const m = await prepareMosquitto('sim-mosquitto', {
+    maxQueued: opts.maxQueued ?? 1_000_000,
+    timeoutMs: 30_000,
+    why: 'the fleet simulator runs against it',
+  });
+  let child: ChildProcess | undefined = await m.launch();
   let closed = false;
   const stop = async (how: 'graceful' | 'kill'): Promise<void> => {
     const c = child;
@@ -222,8 +153,8 @@ async function startMosquitto(opts: SimBrokerOptions): Promise<SimBroker> {
   };
   return {
     kind: 'mosquitto',
-    siteUrl: `mqtt://127.0.0.1:${port}`,
-    controllerUrl: `mqtt://127.0.0.1:${port}`,
+    siteUrl: `mqtt://127.0.0.1:${m.port}`,
+    controllerUrl: `mqtt://127.0.0.1:${m.port}`,
     get pid() {
       return child?.pid;
     },
@@ -231,13 +162,13 @@ async function startMosquitto(opts: SimBrokerOptions): Promise<SimBroker> {
     stop,
     async start() {
       if (child) throw new Error('mosquitto is running');
-      await launch();
+      child = await m.launch();
     },
     async close() {
       if (closed) return;
       closed = true;
       await stop('graceful');
-      rmSync(dir, { recursive: true, force: true });
+      rmSync(m.dir, { recursive: true, force: true });
     },
   };
 }

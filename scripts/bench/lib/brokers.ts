@@ -170,7 +170,7 @@ export async function freePort(): Promise<number> {
   return addr.port;
 }
 
-function portOpen(port: number): Promise<boolean> {
+export function portOpen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect(port, '127.0.0.1');
     s.once('connect', () => {
@@ -189,18 +189,50 @@ export function procRss(pid: number): number {
 }
 
 /**
- * Mosquitto on a free loopback port: `persistence true` in a temp dir (its snapshot on exit and every
- * autosave_interval), queues uncapped so that nothing is dropped, other settings at their defaults.
+ * Mosquitto is spawned, not forked: unlike our node children (which exit when their IPC channel
+ * closes) it would outlive a parent that exits without closing it (an uncaught error, process.exit),
+ * holding its port and data folder. Kill it and remove its folder when this process exits.
  */
-export async function startMosquitto(): Promise<BenchBroker> {
+const spawned = new Map<ChildProcess, string>();
+let exitHook = false;
+function killOnExit(c: ChildProcess, dir: string): void {
+  spawned.set(c, dir);
+  c.once('exit', () => spawned.delete(c));
+  if (exitHook) return;
+  exitHook = true;
+  process.once('exit', () => {
+    for (const [x, d] of spawned) {
+      x.kill('SIGKILL');
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+}
+
+/** A Mosquitto that can be started again on the same port and data (`launch()` after a stop). */
+export interface MosquittoProcess {
+  readonly port: number;
+  readonly dir: string;
+  /** Spawns it and waits until it listens (throws, with its stderr, if it does not within `timeoutMs`). */
+  launch(): Promise<ChildProcess>;
+}
+
+/**
+ * Mosquitto on a free loopback port: `persistence true` in a temp dir (its snapshot on exit and every
+ * autosave_interval), queues capped at `maxQueued` messages and not by bytes, other settings at their
+ * defaults. Killed with its folder removed if this process exits without stopping it.
+ */
+export async function prepareMosquitto(
+  prefix: string,
+  opts: { maxQueued: number; timeoutMs: number; why: string },
+): Promise<MosquittoProcess> {
   const bin = mosquittoBinary();
   if (!bin) {
     throw new Error(
-      "Mosquitto is not installed: the broker benchmark compares against it. Install Debian's package " +
+      `Mosquitto is not installed: ${opts.why}. Install Debian's package ` +
         '(`bash scripts/mosquitto.sh check`, or `apt-get install mosquitto`) and run it again.',
     );
   }
-  const dir = tempDir('mosquitto');
+  const dir = tempDir(prefix);
   const port = await freePort();
   const conf = join(dir, 'mosquitto.conf');
   writeFileSync(
@@ -211,8 +243,7 @@ export async function startMosquitto(): Promise<BenchBroker> {
       'allow_anonymous true',
       'persistence true',
       `persistence_location ${dir}/`,
-      // Nothing may be dropped: queues (offline and beyond the 20 in flight) effectively unbounded.
-      'max_queued_messages 100000000',
+      `max_queued_messages ${opts.maxQueued}`,
       'max_queued_bytes 0',
       'log_dest stderr',
       'log_type error',
@@ -220,31 +251,49 @@ export async function startMosquitto(): Promise<BenchBroker> {
       '',
     ].join('\n'),
   );
-  const child = spawn(bin, ['-c', conf], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr?.on('data', (b: Buffer) => {
-    stderr = (stderr + b.toString('utf8')).slice(-4000);
+  return {
+    port,
+    dir,
+    async launch() {
+      const c = spawn(bin, ['-c', conf], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+      killOnExit(c, dir);
+      let stderr = '';
+      c.stderr?.on('data', (b: Buffer) => {
+        stderr = (stderr + b.toString('utf8')).slice(-4000);
+      });
+      const deadline = Date.now() + opts.timeoutMs;
+      while (Date.now() < deadline && c.exitCode === null) {
+        if (await portOpen(port)) return c;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await stopChild(c, () => c.kill('SIGKILL'));
+      throw new Error(
+        `mosquitto did not listen on 127.0.0.1:${port} within ${opts.timeoutMs} ms: ${stderr.trim()}`,
+      );
+    },
+  };
+}
+
+/** The broker benchmark's Mosquitto: nothing may be dropped (queues effectively unbounded). */
+export async function startMosquitto(): Promise<BenchBroker> {
+  const m = await prepareMosquitto('mosquitto', {
+    maxQueued: 100_000_000,
+    timeoutMs: 15_000,
+    why: 'the broker benchmark compares against it',
   });
-  const cleanup = (): void => rmSync(dir, { recursive: true, force: true });
-  const deadline = Date.now() + 15_000;
-  let up = false;
-  while (Date.now() < deadline && child.exitCode === null) {
-    if (await portOpen(port)) {
-      up = true;
-      break;
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  if (!up) {
-    await stopChild(child);
+  const cleanup = (): void => rmSync(m.dir, { recursive: true, force: true });
+  let child: ChildProcess;
+  try {
+    child = await m.launch();
+  } catch (err) {
     cleanup();
-    throw new Error(`mosquitto did not listen on 127.0.0.1:${port} within 15 s: ${stderr.trim()}`);
+    throw err;
   }
   let closed: Promise<void> | undefined;
   return {
     kind: 'mosquitto',
     pid: child.pid!,
-    port,
+    port: m.port,
     async mem() {
       return { rss: procRss(child.pid!) };
     },
