@@ -56,7 +56,12 @@ describe('I3: order and gaps', () => {
     await ctl.publish(c2);
     await ctl.waitStatus(2, 'applied');
     await ctl.waitStatus(3, 'applied');
-    expect(creates(r.memory)).toEqual(['a@1', 'a@2', 'b@1']);
+    // [ORD-1]: in seq order per stack; stacks a and b run in their own queues ([ORD-5]), so the
+    // order between a@2 and b@1 is not defined once both are released.
+    const made = creates(r.memory);
+    expect(made.filter((c) => c.startsWith('a@'))).toEqual(['a@1', 'a@2']);
+    expect(made.filter((c) => c.startsWith('b@'))).toEqual(['b@1']);
+    expect(made).toHaveLength(3);
     expect(r.agent.status().contig).toBe(3);
     expect(r.agent.status().alarms.some((a) => a.code === 'seq-gap')).toBe(false);
   });
