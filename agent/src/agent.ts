@@ -283,9 +283,17 @@ export function createAgent(deps: AgentDeps): Agent {
             return false;
           }
           if (r.kind === 'journalled') {
+            const before = seq.watermark.applied;
             seq.journalled();
             monitor.check();
-            changed();
+            const after = seq.watermark.applied;
+            // A heartbeat that moved the watermark onto its own seq (or not at all) changed nothing the
+            // controller or SCADA need to hear beyond its signed ack ([HB-2]); alarm changes it caused
+            // (stale-control-plane, seq-gap cleared) are published through alarms.onChange.
+            if (r.type === 'heartbeat' && (after === before || after === r.seq)) {
+              rep.heartbeatApplied(before, after);
+              stat.heartbeatApplied(before, after);
+            } else changed();
           }
           return true;
         },

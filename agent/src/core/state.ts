@@ -6,6 +6,11 @@
  *
  * The view merges what the agent wants (desired stacks: `want`) with what the runtime reports
  * (`rev`, health, services). A stack the runtime runs but the agent does not want shows `want: 0`.
+ *
+ * A delta is written when stacks, alarms, the trust version or the applied watermark `last` changed,
+ * except that `last` moving only because heartbeats were applied is no change of its own ([HB-2]): the
+ * heartbeat's signed ack already tells the controller that seq was applied, so an idle site answers a
+ * heartbeat with its ack alone, and the next delta or snapshot carries the current `last`.
  */
 import type { Logger } from 'pino';
 import type { StackState } from '../../../protocol/src/index.js';
@@ -30,6 +35,8 @@ export class StateReporter {
   private reported = new Map<string, string>();
   private reportedAlarms = '';
   private reportedLast = -1;
+  /** `reportedLast` carried forward over watermark moves that were heartbeats only. */
+  private quietLast = -1;
   private reportedTrust = -1;
   private fullPending = false;
   private dirty = false;
@@ -57,6 +64,14 @@ export class StateReporter {
   requestFull(): void {
     this.fullPending = true;
     this.schedule(0);
+  }
+
+  /**
+   * The applied watermark moved from `before` to `after` by applying a heartbeat alone: not a change
+   * to report by itself ([HB-2]).
+   */
+  heartbeatApplied(before: number, after: number): void {
+    if (before === this.quietLast) this.quietLast = after;
   }
 
   changed(): void {
@@ -160,7 +175,7 @@ export class StateReporter {
         changed.length === 0 &&
         gone.length === 0 &&
         alarmsJson === this.reportedAlarms &&
-        base.last === this.reportedLast &&
+        (base.last === this.reportedLast || base.last === this.quietLast) &&
         base.trust === this.reportedTrust;
       if (same) return;
       this.src.store.tx(() =>
@@ -171,6 +186,7 @@ export class StateReporter {
     this.reported = now;
     this.reportedAlarms = alarmsJson;
     this.reportedLast = base.last;
+    this.quietLast = base.last;
     this.reportedTrust = base.trust;
     this.src.outbox.kick();
     this.log.debug({ full, stacks: stacks.length }, 'state queued');

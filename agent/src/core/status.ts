@@ -4,9 +4,16 @@
  * health, alarms, `controlAge` (seconds since the last signed message from the controller) and the
  * applied watermark. The last will marks the site offline (`reason: connection-lost`).
  *
+ * It is published on every (re)connection and when what it reports changes: stacks, health, alarms,
+ * the agent version or `lastSeq` ([PAY-STATUS], [HB-2]). A change of `lastSeq` that only a heartbeat
+ * made (the heartbeat takes its own seq, [OUT-7]) and the passing of `controlAge` are no change of their
+ * own: they are folded into the next status published for another reason, so an idle site sends no
+ * status when its controller's heartbeat arrives (idle wire budget, DESIGN §7). Every field stays true
+ * as of `ts`.
+ *
  * The control-plane monitor raises `stale-control-plane` when no verified command (a heartbeat or any
  * other) has arrived for K heartbeat intervals; the site keeps running its last good state, and the
- * alarm clears when one arrives.
+ * alarm clears when one arrives. Both are alarm changes, so both are published.
  */
 import type { Logger } from 'pino';
 import type { Alarm, SiteStatus, StackState, Topics } from '../../../protocol/src/index.js';
@@ -67,10 +74,22 @@ export interface StatusSources {
   readonly direct: (topic: string, payload: Uint8Array) => void;
 }
 
+/** What makes a status worth publishing: everything but `ts`, `controlAge` and `lastSeq`. */
+function contentKey(s: SiteStatus): string {
+  return JSON.stringify([s.online, s.agent ?? null, s.reason ?? null, s.stacks ?? null, s.alarms ?? null]);
+}
+
 export class StatusPublisher {
   private timer: NodeJS.Timeout | undefined;
   private lastAt = Number.NEGATIVE_INFINITY;
   private closed = false;
+  /** Content of the last status queued (contentKey); undefined: none yet on this run. */
+  private publishedKey: string | undefined;
+  /**
+   * The `lastSeq` the last status queued stands for: its own, carried forward over watermark moves
+   * that were heartbeats only (`heartbeatApplied`).
+   */
+  private quietSeq = -1;
 
   constructor(
     private readonly src: StatusSources,
@@ -117,14 +136,25 @@ export class StatusPublisher {
     return encodeStatus({ ...this.current(false), reason });
   }
 
-  /** Publishes now (on connect). */
+  /** Publishes now, whatever the last status said (on connect: the retained message may be the will). */
   publishNow(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    this.publish();
+    this.publish(true);
   }
 
-  /** Something changed: publish, at most once per `minIntervalMs`. */
+  /**
+   * The applied watermark moved from `before` to `after` by applying a heartbeat alone ([HB-2]): not a
+   * change to publish by itself; the next status published for another reason carries it.
+   */
+  heartbeatApplied(before: number, after: number): void {
+    if (before === this.quietSeq) this.quietSeq = after;
+  }
+
+  /**
+   * Something may have changed: publish, at most once per `minIntervalMs`, if the status differs from
+   * the last one in more than its time, control age and heartbeat-only `lastSeq` moves.
+   */
   changed(): void {
     if (this.timer || this.closed) return;
     const wait = Math.max(0, this.lastAt + this.minIntervalMs - this.mono());
@@ -140,10 +170,16 @@ export class StatusPublisher {
     this.timer = undefined;
   }
 
-  private publish(): void {
+  private publish(force = false): void {
     if (this.closed) return;
+    const status = this.current(true);
+    const key = contentKey(status);
+    const seq = status.lastSeq ?? -1;
+    if (!force && key === this.publishedKey && seq === this.quietSeq) return;
+    this.publishedKey = key;
+    this.quietSeq = seq;
     this.lastAt = this.mono();
-    const payload = encodeStatus(this.current(true));
+    const payload = encodeStatus(status);
     const topic = this.src.topics.status(this.src.site);
     try {
       this.src.store.tx(() => this.src.outbox.addStatus(topic, payload));
