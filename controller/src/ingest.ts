@@ -11,6 +11,11 @@
  *
  * Forged, unknown-key, malformed or misdirected messages are counted by reason code, logged (site,
  * topic, code; never payloads) and ignored (I9).
+ *
+ * A site's retained status is published on change only (an idle site's heartbeats are answered by their
+ * ack alone, SPEC [HB-2]), so the status a site published before it was enrolled may stay its current
+ * one for days: the latest status of each site not (yet) enrolled is kept (at most UNENROLLED_MAX
+ * sites, oldest dropped) and recorded when the site is enrolled (`invalidate`).
  */
 import type { Logger } from 'pino';
 import {
@@ -77,8 +82,13 @@ export function mergeState(current: SiteState | null, s: State): SiteState {
 /** Effects committed per ingest transaction (see `flush`). */
 export const FLUSH_MAX = 500;
 
+/** Sites not (yet) enrolled whose latest status is kept for their enrolment. */
+export const UNENROLLED_MAX = 1024;
+
 export class Ingest {
   private readonly keys = new Map<string, Uint8Array | null>();
+  /** Latest status per site not enrolled when it arrived (insertion order = arrival order). */
+  private readonly unenrolled = new Map<string, SiteStatus>();
   private queue: ((now: number) => void)[] = [];
   private progressedSites = new Set<string>();
   private flushScheduled = false;
@@ -94,9 +104,17 @@ export class Ingest {
     private readonly pollMs: number = 3_600_000,
   ) {}
 
-  /** Forget a cached uplink key (enrolment or key change). */
+  /**
+   * Forget a cached uplink key (enrolment or key change). A status the site published while it was not
+   * enrolled is recorded now: it is the site's current one until the site publishes another.
+   */
   invalidate(site: string): void {
     this.keys.delete(site);
+    const parked = this.unenrolled.get(site);
+    if (parked && this.keyFor(site)) {
+      this.unenrolled.delete(site);
+      this.enqueue((now) => this.applyStatus(parked, now));
+    }
   }
 
   stats(): { acks: number; states: number; statuses: number; ignored: Record<string, number> } {
@@ -171,7 +189,16 @@ export class Ingest {
     }
     const status = check(SiteStatusSchema, json, 'site status');
     if (status.site !== site) return this.ignore('wrong-site', 'status', site);
-    if (!this.keyFor(site)) return this.ignore('unknown-site', 'status', site);
+    if (!this.keyFor(site)) {
+      this.unenrolled.delete(site);
+      this.unenrolled.set(site, status);
+      if (this.unenrolled.size > UNENROLLED_MAX) {
+        const oldest = this.unenrolled.keys().next().value;
+        if (oldest !== undefined) this.unenrolled.delete(oldest);
+      }
+      return this.ignore('unknown-site', 'status', site);
+    }
+    this.unenrolled.delete(site);
     return status;
   }
 
