@@ -13,6 +13,14 @@ import { Value } from '@sinclair/typebox/value';
 import { certsLayout } from '../../certs/src/layout.js';
 import { DEFAULT_PREFIX } from '../../protocol/src/index.js';
 
+/**
+ * Default heartbeat interval, seconds: 4 h, the controller's `outbox.heartbeatSec` default too. With
+ * keepalive 300 s an idle site then costs 288 keepalive exchanges and 6 heartbeat exchanges (signed
+ * heartbeat and its signed ack) a day, within the 20 KB/day budget (DESIGN §7) for any site id; K = 3
+ * missed intervals raise `stale-control-plane` after 12 h (SPEC [HB-1]).
+ */
+export const HEARTBEAT_INTERVAL_SEC = 4 * 3600;
+
 const Ms = (def: number, description: string, minimum = 0) =>
   Type.Integer({ minimum, maximum: 30 * 24 * 3600 * 1000, default: def, description });
 
@@ -58,8 +66,9 @@ export const AgentConfigSchema = Type.Object(
     heartbeatIntervalSec: Type.Integer({
       minimum: 1,
       maximum: 7 * 24 * 3600,
-      default: 3600,
-      description: 'expected interval between signed heartbeats from the controller',
+      default: HEARTBEAT_INTERVAL_SEC,
+      description:
+        "expected interval between signed heartbeats from the controller (keep equal to the controller's outbox.heartbeatSec)",
     }),
     heartbeatMissed: Type.Integer({
       minimum: 1,

@@ -157,9 +157,10 @@ export const ConfigSchema = Type.Object(
         }),
         heartbeatSec: Type.Integer({
           minimum: 0,
-          default: 3600,
+          default: 4 * 3600,
           env: 'OUTPOST_HEARTBEAT_SEC',
-          description: 'signed heartbeat to a site idle this long (0: off)',
+          description:
+            "signed heartbeat to a site idle this long (0: off); keep equal to the agents' heartbeatIntervalSec (SPEC [HB-1])",
         }),
         heartbeatTtlSec: Type.Integer({ minimum: 60, default: 4 * 3600, description: 'heartbeat lifetime' }),
         issueBatch: Type.Integer({

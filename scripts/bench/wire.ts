@@ -11,8 +11,13 @@
  * journalled the command (the PUBACKs of its replies are still on their way). A tap on the agent's
  * MQTT client lists the MQTT packets of each window (exact MQTT frame sizes); TLS adds a 22-byte
  * record header and tag per record. Also measured: a state snapshot (state.request), the controller's
- * hourly signed heartbeat, a keepalive ping, the reconnect after N superseded revisions (I4), and the
- * same command as gzip'd JSON over HTTPS polling (wire-https.ts).
+ * signed heartbeat to an idle site, a keepalive ping, the reconnect after N superseded revisions (I4),
+ * and the same command as gzip'd JSON over HTTPS polling (wire-https.ts).
+ *
+ * Idle per day is extrapolated at the shipped defaults, read from the agent's and the controller's
+ * configuration schemas (keepalive, heartbeat interval; the run fails if agent and controller disagree):
+ * keepalive exchanges × 86,400 / keepalive plus heartbeat exchanges × 86,400 / interval. A heartbeat
+ * exchange resets MQTT.js's ping timer, so counting every keepalive slot as a ping errs high.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -37,8 +42,15 @@ const SITE = 'wire-site';
 const TOKEN = 'wire-bench-admin-token-0123456789abcdef';
 const DAY = 86_400;
 const TLS_RECORD = 22; // TLS 1.3: 5-byte record header + 1 content-type byte + 16-byte AEAD tag
-const KEEPALIVE_DEFAULT = 300; // agent/src/config.ts keepaliveSec default
-const HEARTBEAT_DEFAULT = 3600; // controller outbox.heartbeatSec default
+/** The shipped defaults the idle day is extrapolated at (agent/src/config.ts, controller/src/config.ts). */
+const AGENT_DEFAULTS = parseConfig({ site: SITE });
+const KEEPALIVE_DEFAULT = AGENT_DEFAULTS.keepaliveSec;
+const HEARTBEAT_DEFAULT = loadConfig({ env: {} }).outbox.heartbeatSec;
+if (HEARTBEAT_DEFAULT !== AGENT_DEFAULTS.heartbeatIntervalSec) {
+  throw new Error(
+    `wire bench: controller heartbeatSec ${HEARTBEAT_DEFAULT} ≠ agent heartbeatIntervalSec ${AGENT_DEFAULTS.heartbeatIntervalSec}`,
+  );
+}
 
 const log = (line: string): void => void process.stderr.write(`  wire: ${line}\n`);
 const silent = pino({ level: 'silent' });
@@ -158,7 +170,7 @@ interface Setup {
   readonly tap: Tap;
   readonly tls: PollTls;
   agent: Agent | undefined;
-  /** Controller clock offset (ms): moved forward to make the hourly heartbeat due. */
+  /** Controller clock offset (ms): moved forward to make the next heartbeat due. */
   offsetMs: number;
   startAgent(over?: Record<string, unknown>): Promise<Agent>;
   stopAgent(): Promise<void>;
@@ -378,7 +390,8 @@ async function measureHeartbeat(s: Setup): Promise<Exchange> {
     20,
   );
   await until(() => s.tap.count('cmd', 'down', t0) >= 1, 'the heartbeat delivery', 30_000, 20);
-  await quiet(s.proxy, 2000);
+  // Quiet for longer than the agent's state/status throttle, so a report the heartbeat caused is counted.
+  await quiet(s.proxy, AGENT_DEFAULTS.stateMinIntervalMs + 1500);
   return { bytes: diff(b0, snap(s.proxy)), packets: s.tap.since(t0) };
 }
 
@@ -523,6 +536,8 @@ export async function run(opts: BenchOptions): Promise<Section> {
           b.packets.filter((p) => p.kind === k && p.dir === dir).reduce((a, p) => a + p.mqtt, 0),
         ),
       );
+    const beatCount = (k: Kind) =>
+      m(beats.map((b) => b.packets.filter((p) => p.kind === k && p.dir === 'up').length));
     const exchangeUp = m(applies.map((a) => a.exchange.up));
     const exchangeDown = m(applies.map((a) => a.exchange.down));
     const estimated = m(applies.map((a) => a.estimated));
@@ -578,18 +593,19 @@ export async function run(opts: BenchOptions): Promise<Section> {
       },
       { name: 'keepalive exchange (PINGREQ + PINGRESP)', value: ping, unit: 'B' },
       {
-        name: 'controller heartbeat exchange (signed heartbeat, ack, state delta, status, PUBACKs)',
+        name: 'controller heartbeat exchange to an idle site (signed heartbeat, its ack, PUBACKs, any state or status it causes)',
         value: heartbeat,
         unit: 'B',
+        note: `${beatCount('ack')} ack, ${beatCount('state')} state, ${beatCount('status')} status messages`,
       },
       {
-        name: '… heartbeat command / its ack / state delta / status, MQTT frames (each + 22 B)',
+        name: '… heartbeat command / its ack / state / status, MQTT frames (each + 22 B)',
         value: beatPk('cmd', 'down'),
         unit: 'B',
         note: `${beatPk('ack', 'up')} / ${beatPk('state', 'up')} / ${beatPk('status', 'up')} B`,
       },
       {
-        name: `idle site, per day (${pingsPerDay} pings at keepalive ${KEEPALIVE_DEFAULT} s + ${beatsPerDay} hourly heartbeats; extrapolated)`,
+        name: `idle site, per day (${pingsPerDay} pings at keepalive ${KEEPALIVE_DEFAULT} s + ${beatsPerDay} heartbeats at ${HEARTBEAT_DEFAULT} s; extrapolated)`,
         value: idleDay / 1000,
         unit: 'KB',
         target: '≤ 20 KB (1 KB = 1000 B)',
@@ -598,6 +614,11 @@ export async function run(opts: BenchOptions): Promise<Section> {
       {
         name: '… of which keepalive pings',
         value: (pingsPerDay * ping) / 1000,
+        unit: 'KB',
+      },
+      {
+        name: '… of which heartbeats',
+        value: (beatsPerDay * heartbeat) / 1000,
         unit: 'KB',
       },
       ...(idleWindow
