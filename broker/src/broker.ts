@@ -26,6 +26,7 @@ import {
   usersFilePath,
 } from './config.js';
 import { ConnectionTable } from './connections.js';
+import { DeliveryGuard } from './delivery.js';
 import { BrokerError } from './errors.js';
 import {
   type AcceptDeps,
@@ -231,7 +232,12 @@ export function createBroker(opts: CreateBrokerOptions = {}): Broker {
         requireKeepalive: config.limits.requireKeepalive,
         ...(store.wrapAuthorizePublish && { wrapAuthorizePublish: store.wrapAuthorizePublish }),
       });
-      const { identityOf, ...aedesHooks } = hooks;
+      const { identityOf, preConnect, ...aedesHooks } = hooks;
+      const delivery = new DeliveryGuard({
+        log: log.child({ component: 'broker.delivery' }),
+        onOverflow: (clientId) =>
+          refuse('slow-consumer', { clientId }, 'session closed: live messages piled up behind its queue'),
+      });
       aedes = await Aedes.createBroker({
         ...(config.id && { id: config.id }),
         persistence: store.persistence,
@@ -241,7 +247,12 @@ export function createBroker(opts: CreateBrokerOptions = {}): Broker {
         maxClientsIdLength: 128,
         maxTopicLevels: 100, // aedes' hard guard; the configured (lower) limit is the ACL's, counted
         ...aedesHooks,
+        preConnect: (client, packet, callback) => {
+          delivery.attach(client, packet.clean !== false);
+          preConnect(client, packet, callback);
+        },
       });
+      delivery.install(aedes);
       // The role is remembered per registered client: by the time aedes reports the disconnect the
       // connection context may already be gone.
       const registered = new WeakMap<Client, string>();

@@ -26,7 +26,8 @@ export const REJECT_REASONS = {
   'packet-too-large': 'an MQTT packet larger than limits.maxPacketBytes',
   'malformed-packet': 'bytes that are not a well-formed MQTT 3.1.1 packet stream',
   'protocol-error': 'a packet out of order or otherwise refused by the MQTT state machine',
-  'slow-consumer': 'the client did not drain its socket within limits.drainTimeoutMs',
+  'slow-consumer':
+    'the client did not drain its socket within limits.drainTimeoutMs, or more live messages piled up behind its stored queue than the broker holds',
   'keepalive-timeout': 'no packet from the client within 1.5 x its keepalive',
   'connect-timeout': 'no CONNECT within limits.connectTimeoutMs',
   'queue-full': 'a message for a persistent session dropped by the per-client queue cap',
