@@ -116,10 +116,10 @@ function handOver(deps: AcceptDeps, socket: Socket | TLSSocket, listener: Listen
   const conn = new GuardedConnection(socket, {
     maxPacketBytes: deps.maxPacketBytes,
     meter: {
-      bytesIn: (n) => m.bytesIn.inc({ role: role() }, n),
-      bytesOut: (n) => m.bytesOut.inc({ role: role() }, n),
-      publishIn: () => m.messagesIn.inc({ role: role() }),
-      publishOut: () => m.messagesOut.inc({ role: role() }),
+      bytesIn: (n) => m.bytesIn.inc(role(), n),
+      bytesOut: (n) => m.bytesOut.inc(role(), n),
+      publishIn: () => m.messagesIn.inc(role()),
+      publishOut: () => m.messagesOut.inc(role()),
     },
     onViolation: (v) =>
       deps.refuse(
