@@ -76,6 +76,12 @@ const MIGRATIONS: readonly string[] = [
   `
   DROP INDEX IF EXISTS outgoing_message;
   `,
+  // 3: `meta` may hold a queued PUBLISH in the compact format (packet-codec.ts), which builds of
+  // schema 2 cannot read; the version alone makes them refuse the file instead of failing on a row.
+  // Rows written before stay in the V8 format, which this build still reads.
+  `
+  SELECT 1;
+  `,
 ];
 
 /** The schema version this code writes. */
