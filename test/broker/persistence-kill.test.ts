@@ -3,6 +3,8 @@
  * is on disk, and is delivered to the offline persistent subscriber after the broker restarts on
  * the same SQLite file — exactly once. The broker runs in a child process
  * (fixtures/broker-launcher.ts: aedes + SQLite persistence, plain TCP on 127.0.0.1).
+ * With the subscriber connected, its PUBACKs delete rows whose packets the row cache held
+ * (ADR 0008): a kill -9 in the middle of that loses no message it had not acknowledged.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -121,6 +123,57 @@ describe('broker kill -9 (SQLite persistence)', () => {
     expect(unique.size).toBe(got.length); // no duplicate
     for (const p of ackedAtKill) expect(unique.has(p), `acknowledged ${p} was lost`).toBe(true);
     for (const p of got) expect(payloads).toContain(p);
+    await stop(broker);
+  });
+
+  it('I5: SIGKILL while a connected subscriber acknowledges deliveries loses nothing, redelivers in order, duplicates nothing after the restart', async () => {
+    const db = join(dir, 'kill-live.db');
+    const N = 400;
+    let broker = await start(db);
+    const live = connectInbox(broker.port, SITE);
+    await live.connected;
+    live.client.on('error', () => {});
+    await live.client.subscribeAsync(TOPIC, { qos: 1 });
+
+    const pub = connectInbox(broker.port, { clientId: 'controller', clean: true });
+    await pub.connected;
+    pub.client.on('error', () => {});
+    const acked = new Set<string>();
+    const payloads = Array.from({ length: N }, (_, i) => `live-${String(i).padStart(4, '0')}`);
+    for (const p of payloads) {
+      pub.client.publishAsync(TOPIC, p, { qos: 1 }).then(
+        () => acked.add(p),
+        () => {},
+      );
+    }
+    await waitFor(
+      () => acked.size >= N / 4 && live.received.length >= N / 4,
+      15_000,
+      'a quarter of the PUBACKs and deliveries',
+    );
+    await kill9(broker);
+    const ackedAtKill = new Set(acked);
+    const before = new Set(live.received.map((r) => r.payload));
+    pub.client.end(true);
+    live.client.end(true);
+
+    broker = await start(db);
+    const again = connectInbox(broker.port, SITE);
+    const { sessionPresent } = await again.connected;
+    expect(sessionPresent).toBe(true);
+    const seen = (): Set<string> => new Set([...before, ...again.received.map((r) => r.payload)]);
+    await waitFor(
+      () => [...ackedAtKill].every((p) => seen().has(p)),
+      15_000,
+      'every acknowledged message, before the kill or after the restart',
+    );
+    await sleep(500); // a duplicate would arrive now
+    await again.close();
+    const after = again.received.map((r) => r.payload);
+    expect(new Set(after).size).toBe(after.length); // no duplicate after the restart
+    expect(after).toEqual([...after].sort()); // the queue is redelivered in publish order
+    for (const p of after) expect(payloads).toContain(p);
+    for (const p of ackedAtKill) expect(seen().has(p), `acknowledged ${p} was lost`).toBe(true);
     await stop(broker);
   });
 });

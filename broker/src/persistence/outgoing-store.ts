@@ -11,6 +11,18 @@
  * transaction) is simply sent again with a new one when the client reconnects (at-least-once;
  * the agent dedupes, I2). Identifiers that are part of the stored packet itself are on disk and
  * mirrored in `#ids` at open: a PUBREL that replaced a row, or a packet enqueued with one.
+ *
+ * Row cache. A PUBACK deletes the row and must give aedes back the packet it held; reading it
+ * (`DELETE ... RETURNING` copies both BLOBs into new Buffers, then the meta is decoded) cost about
+ * as much as the rest of the row's life in the broker's CPU profile (ADR 0008). A message queued
+ * for a connected client is normally acknowledged within milliseconds, so the packet of such a row
+ * (as enqueued, or as the queue stream read it) is kept in `#rows` by `seq` until `clear` deletes
+ * the row without reading it. An entry is exactly the row's content: only `replace` and deletes
+ * change or remove a row, and each removes the entry; a resync (failed transaction: a rolled-back
+ * insert's `seq` may be given to another row) empties the cache. Bounded (`MAX_CACHED_ROWS` and
+ * `MAX_CACHED_BYTES`, oldest out); rows of offline clients are not cached (their queues stay on
+ * disk only); a miss reads the row as before. The cache only saves a read: what is committed, and
+ * when, is unchanged.
  */
 import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
@@ -21,6 +33,7 @@ import type { Writer } from './writer.js';
 interface Row {
   seq: number;
   message_id: number | null;
+  bytes: number;
   meta: Buffer;
   payload: Buffer | null;
   payload_text: number;
@@ -38,6 +51,31 @@ const DROPPED_MEMORY = 4096;
 
 /** In-memory packet identifiers kept at most; beyond, the oldest unpersisted one is forgotten. */
 const MAX_IDS = 200_000;
+
+/** Rows whose packet is kept in memory at most (see "Row cache"). */
+export const MAX_CACHED_ROWS = 4096;
+
+/** Topic + payload bytes of cached packets at most. */
+const MAX_CACHED_BYTES = 4 * 1024 * 1024;
+
+/** A cached row: its client, its packet (never handed out itself: `clear` returns a copy), its size. */
+interface CachedRow {
+  clientId: string;
+  packet: PacketLike;
+  bytes: number;
+}
+
+/**
+ * The packet as the cache keeps it: a payload that is a view into a larger buffer (the socket read
+ * it was parsed from) is copied, so the cache never pins more memory than it counts.
+ */
+function ownPayload(packet: PacketLike): PacketLike {
+  const p = packet.payload;
+  if (!(p instanceof Uint8Array) || p.buffer.byteLength <= Math.max(p.byteLength, Buffer.poolSize)) {
+    return packet;
+  }
+  return { ...packet, payload: Buffer.from(p) };
+}
 
 /** The packet identifier of one row (by `seq`), as `outgoingUpdate`/`clear` look it up. */
 interface IdEntry {
@@ -67,6 +105,10 @@ export class OutgoingStore {
   readonly #limits: QueueLimits;
   readonly #onDrop: ((event: QueueDropEvent) => void) | undefined;
   readonly #onFirstMessage: (clientId: string) => void;
+  readonly #isConnected: (clientId: string) => boolean;
+  /** Packets of recent rows of connected clients, by seq (see "Row cache"). */
+  readonly #rows = new Map<number, CachedRow>();
+  #cachedBytes = 0;
   readonly #stats = new Map<string, QueueStats>();
   readonly #recentDrops = new Set<string>();
   /** Clients currently refusing messages, so the log says so once per episode, not per message. */
@@ -88,6 +130,7 @@ export class OutgoingStore {
     [string | null, number | null, number | null, number, Buffer, Buffer | null, number, number]
   >;
   readonly #clear: Database.Statement<[number, string], Pick<Row, 'meta' | 'payload' | 'payload_text'>>;
+  readonly #delete: Database.Statement<[number, string]>;
   readonly #loadIds: Database.Statement<
     [],
     { seq: number; client_id: string; message_id: number; broker_id: string | null; bytes: number }
@@ -104,6 +147,8 @@ export class OutgoingStore {
     limits: QueueLimits | undefined;
     onDrop: ((event: QueueDropEvent) => void) | undefined;
     onFirstMessage: (clientId: string) => void;
+    /** Is the client connected now? (its rows are cached: see "Row cache") */
+    isConnected?: (clientId: string) => boolean;
   }) {
     const { db } = opts;
     this.#writer = opts.writer;
@@ -111,6 +156,7 @@ export class OutgoingStore {
     this.#limits = opts.limits ?? {};
     this.#onDrop = opts.onDrop;
     this.#onFirstMessage = opts.onFirstMessage;
+    this.#isConnected = opts.isConnected ?? (() => false);
     this.#insert = db.prepare(
       `INSERT INTO outgoing (client_id, broker_id, broker_counter, message_id, bytes, meta, payload, payload_text)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -131,12 +177,13 @@ export class OutgoingStore {
     this.#clear = db.prepare(
       'DELETE FROM outgoing WHERE seq = ? AND client_id = ? RETURNING meta, payload, payload_text',
     );
+    this.#delete = db.prepare('DELETE FROM outgoing WHERE seq = ? AND client_id = ?');
     this.#loadIds = db.prepare(
       `SELECT seq, client_id, message_id, broker_id, bytes FROM outgoing
        WHERE message_id IS NOT NULL ORDER BY seq`,
     );
     this.#page = db.prepare(
-      `SELECT seq, message_id, meta, payload, payload_text FROM outgoing
+      `SELECT seq, message_id, bytes, meta, payload, payload_text FROM outgoing
        WHERE client_id = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?`,
     );
     this.#maxSeq = db.prepare('SELECT MAX(seq) AS m FROM outgoing WHERE client_id = ?');
@@ -153,6 +200,8 @@ export class OutgoingStore {
    * failed transaction, which also forgets the in-memory identifiers: their rows may be gone).
    */
   reloadStats(): void {
+    this.#rows.clear();
+    this.#cachedBytes = 0;
     this.#stats.clear();
     for (const row of this.#loadStats.all()) {
       this.#stats.set(row.client_id, { messages: row.messages, bytes: row.bytes });
@@ -219,6 +268,7 @@ export class OutgoingStore {
     const brokerCounter = typeof packet.brokerCounter === 'number' ? packet.brokerCounter : null;
     const messageId = typeof packet.messageId === 'number' ? packet.messageId : null;
     const { maxMessages, maxBytes } = this.#limits;
+    let cached: PacketLike | undefined;
     for (const clientId of clientIds) {
       let stats = this.#stats.get(clientId);
       const messages = stats?.messages ?? 0;
@@ -248,8 +298,13 @@ export class OutgoingStore {
         encoded.payload,
         encoded.payloadText,
       );
+      const seq = Number(lastInsertRowid);
+      if (this.#isConnected(clientId)) {
+        cached ??= ownPayload(packet);
+        this.#cacheRow(seq, clientId, cached, encoded.bytes);
+      }
       if (messageId !== null) {
-        this.#addId(Number(lastInsertRowid), {
+        this.#addId(seq, {
           clientId,
           messageId,
           brokerId,
@@ -266,6 +321,30 @@ export class OutgoingStore {
       stats.bytes += encoded.bytes;
       this.#dropping.delete(clientId);
     }
+  }
+
+  #cacheRow(seq: number, clientId: string, packet: PacketLike, bytes: number): void {
+    this.#uncache(seq);
+    this.#rows.set(seq, { clientId, packet, bytes });
+    this.#cachedBytes += bytes;
+    while (this.#rows.size > MAX_CACHED_ROWS || this.#cachedBytes > MAX_CACHED_BYTES) {
+      const oldest = this.#rows.keys().next();
+      if (oldest.done === true) break;
+      this.#uncache(oldest.value);
+    }
+  }
+
+  #uncache(seq: number): CachedRow | undefined {
+    const row = this.#rows.get(seq);
+    if (row === undefined) return undefined;
+    this.#rows.delete(seq);
+    this.#cachedBytes -= row.bytes;
+    return row;
+  }
+
+  /** Rows whose packet is cached now (tests). */
+  get cachedRows(): number {
+    return this.#rows.size;
   }
 
   #recordDrop(event: QueueDropEvent): void {
@@ -363,6 +442,7 @@ export class OutgoingStore {
       encoded.payloadText,
       target.seq,
     );
+    this.#uncache(target.seq);
     this.#removeId(target.seq);
     if (typeof packet.messageId === 'number') {
       this.#addId(target.seq, {
@@ -383,8 +463,16 @@ export class OutgoingStore {
       const seq = this.#idIndex.get(clientId)?.get(messageId)?.[0];
       if (seq === undefined) return undefined;
       const entry = this.#removeId(seq) as IdEntry;
-      const row = this.#clear.get(seq, clientId);
-      if (row === undefined) continue; // the row is gone: a stale identifier
+      let packet: PacketLike;
+      const cached = this.#uncache(seq);
+      if (cached !== undefined && cached.clientId === clientId) {
+        if (this.#delete.run(seq, clientId).changes === 0) continue; // a stale identifier
+        packet = { ...cached.packet, messageId };
+      } else {
+        const row = this.#clear.get(seq, clientId);
+        if (row === undefined) continue; // the row is gone: a stale identifier
+        packet = rowToPacket({ ...row, message_id: messageId });
+      }
       const stats = this.#stats.get(clientId);
       if (stats !== undefined) {
         stats.messages--;
@@ -392,13 +480,16 @@ export class OutgoingStore {
         if (stats.messages <= 0) this.#stats.delete(clientId);
       }
       this.#dropping.delete(clientId);
-      return rowToPacket({ ...row, message_id: messageId });
+      return packet;
     }
   }
 
   /** Deletes a client's whole queue; returns how many messages it held. */
   deleteClient(clientId: string): number {
     const { changes } = this.#deleteClient.run(clientId);
+    if (this.#rows.size > 0) {
+      for (const [seq, row] of this.#rows) if (row.clientId === clientId) this.#uncache(seq);
+    }
     const byId = this.#idIndex.get(clientId);
     if (byId !== undefined) {
       for (const seqs of [...byId.values()]) for (const seq of [...seqs]) this.#removeId(seq);
@@ -422,11 +513,14 @@ export class OutgoingStore {
     let after = 0;
     for (;;) {
       const rows = this.#page.all(clientId, after, untilSeq, pageSize);
+      const cache = this.#isConnected(clientId);
       for (const row of rows) {
         after = row.seq;
         const entry = this.#ids.get(row.seq);
         if (entry !== undefined) row.message_id = entry.messageId;
-        yield rowToPacket(row);
+        const packet = rowToPacket(row);
+        if (cache) this.#cacheRow(row.seq, clientId, { ...packet }, row.bytes);
+        yield packet;
       }
       if (rows.length < pageSize) return;
     }

@@ -129,6 +129,7 @@ export class SqlitePersistence {
         limits: opts.queueLimits,
         onDrop: opts.onDrop,
         onFirstMessage: (clientId) => this.#sessions.ensure(clientId, this.#now()),
+        isConnected: (clientId) => this.#connected.has(clientId),
       });
       this.#gate = new DurablePublishGate({
         writer: this.#writer,
@@ -455,6 +456,11 @@ export class SqlitePersistence {
   allQueueStats(): Map<string, QueueStats> {
     this.#flushIfOpen();
     return this.#outgoing.allQueueStats();
+  }
+
+  /** Packets of queued rows held in memory until their PUBACK (outgoing-store.ts, "Row cache"). */
+  cachedPackets(): number {
+    return this.#outgoing.cachedRows;
   }
 
   /** When the client was last seen (ms), if it has a session. */
