@@ -139,7 +139,10 @@ export class SubscriptionStore {
 
   /** QoS > 0 subscriptions whose filter matches the topic (copies; from the heap only). */
   match(topic: string): TopicSubscription[] {
-    return this.#trie.match(topic).map((e) => ({ ...e }));
+    const found = this.#trie.match(topic);
+    const out: TopicSubscription[] = new Array(found.length);
+    for (let i = 0; i < found.length; i++) out[i] = { ...(found[i] as TopicSubscription) };
+    return out;
   }
 
   /** Number of QoS > 0 subscriptions and of clients with any subscription. */

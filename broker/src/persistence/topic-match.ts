@@ -102,23 +102,23 @@ export class SubscriptionTrie<V> {
   /** Values of every filter matching the topic name. */
   match(topic: string): V[] {
     const out: V[] = [];
-    const levels = topic.split('/');
-    const dollar = topic.startsWith('$');
-    const walk = (n: TrieNode<V>, depth: number): void => {
-      const wildcardsAllowed = !(dollar && depth === 0);
-      const hash = wildcardsAllowed ? n.children.get('#') : undefined;
-      if (hash?.values !== undefined) for (const v of hash.values.values()) out.push(v);
-      if (depth === levels.length) {
-        if (n.values !== undefined) for (const v of n.values.values()) out.push(v);
-        return;
-      }
-      const level = levels[depth] as string;
-      const exact = level === '+' || level === '#' ? undefined : n.children.get(level);
-      if (exact !== undefined) walk(exact, depth + 1);
-      const plus = wildcardsAllowed ? n.children.get('+') : undefined;
-      if (plus !== undefined) walk(plus, depth + 1);
-    };
-    walk(this.#root, 0);
+    // A method rather than a closure: this runs twice per QoS 1 publish (ADR 0008).
+    this.#walk(this.#root, 0, topic.split('/'), topic.startsWith('$'), out);
     return out;
+  }
+
+  #walk(n: TrieNode<V>, depth: number, levels: readonly string[], dollar: boolean, out: V[]): void {
+    const wildcardsAllowed = !(dollar && depth === 0);
+    const hash = wildcardsAllowed ? n.children.get('#') : undefined;
+    if (hash?.values !== undefined) for (const v of hash.values.values()) out.push(v);
+    if (depth === levels.length) {
+      if (n.values !== undefined) for (const v of n.values.values()) out.push(v);
+      return;
+    }
+    const level = levels[depth] as string;
+    const exact = level === '+' || level === '#' ? undefined : n.children.get(level);
+    if (exact !== undefined) this.#walk(exact, depth + 1, levels, dollar, out);
+    const plus = wildcardsAllowed ? n.children.get('+') : undefined;
+    if (plus !== undefined) this.#walk(plus, depth + 1, levels, dollar, out);
   }
 }
