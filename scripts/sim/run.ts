@@ -92,6 +92,7 @@ async function main(): Promise<void> {
         sessionsLost: s.sessionsLost,
         notApplied: s.notApplied,
         shownOffline: s.shownOffline,
+        ...(s.shownOffline > 0 && { shownOfflineLater: s.shownOfflineLater, offline: s.offline }),
         counts: s.counts,
         stuck: s.stuck,
       });

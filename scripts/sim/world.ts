@@ -298,6 +298,8 @@ export interface StormResult {
   readonly shownOffline: number;
   /** Up to 5 of them: the status the controller holds and the site's own view. */
   readonly offline: { site: string; status: unknown; sim: unknown }[];
+  /** Sites still shown offline 30 s later (NaN when none were at first): a transient backlog or a wrong status. */
+  readonly shownOfflineLater: number;
   /** How long the broker took to start again (process start to listening), ms. */
   readonly restartMs: number;
   /** Connection attempts that closed before their CONNACK once the broker listened again. */
@@ -363,6 +365,12 @@ export async function reconnectStorm(
       });
     }
   }
+  let shownOfflineLater = Number.NaN;
+  if (shownOffline > 0) {
+    await new Promise((r) => setTimeout(r, 30_000));
+    const later = await w.controller.api('GET', `/sites?online=false&limit=${Math.max(1, w.sites.length)}`);
+    if (later.status === 200) shownOfflineLater = (later.body.sites as unknown[]).length;
+  }
   const stuck = watched.done ? [] : await stuckSites(w, d.body.id as string);
   return {
     how: o.how,
@@ -372,6 +380,7 @@ export async function reconnectStorm(
     sessionsLost: after.sessionLost,
     notApplied: w.sites.length - (watched.counts['applied'] ?? 0),
     shownOffline,
+    shownOfflineLater,
     offline,
     restartMs,
     failedAfterRestart: after.connectFailures - atRestart.connectFailures,
