@@ -43,6 +43,7 @@ import type { RejectReason } from './reasons.js';
 import { RefusalLog } from './refusal-log.js';
 import { type BrokerStore, openStore, type PersistenceOption } from './store.js';
 import { UserStore } from './users.js';
+import { isStaleWill } from './wills.js';
 
 export interface CreateBrokerOptions {
   /** Overrides on top of the schema defaults (validated and frozen), or a config from loadConfig(). */
@@ -232,7 +233,9 @@ export function createBroker(opts: CreateBrokerOptions = {}): Broker {
         requireKeepalive: config.limits.requireKeepalive,
         ...(store.wrapAuthorizePublish && { wrapAuthorizePublish: store.wrapAuthorizePublish }),
       });
-      const { identityOf, preConnect, ...aedesHooks } = hooks;
+      const { identityOf, preConnect, authenticate, authorizePublish, ...aedesHooks } = hooks;
+      const aedesClients = (): Record<string, Client | undefined> =>
+        (aedes as unknown as { clients: Record<string, Client | undefined> }).clients;
       const delivery = new DeliveryGuard({
         log: log.child({ component: 'broker.delivery' }),
         onOverflow: (clientId) =>
@@ -247,6 +250,18 @@ export function createBroker(opts: CreateBrokerOptions = {}): Broker {
         maxClientsIdLength: 128,
         maxTopicLevels: 100, // aedes' hard guard; the configured (lower) limit is the ACL's, counted
         ...aedesHooks,
+        authenticate,
+        authorizePublish: (client, packet, callback) => {
+          if (isStaleWill(client, packet, client ? aedesClients()[client.id] : undefined)) {
+            log.info(
+              { clientId: client?.id, topic: packet.topic },
+              'will not published: its connection was never acknowledged, or the client has another',
+            );
+            callback(Object.assign(new Error('stale will'), { [COUNTED]: true }));
+            return;
+          }
+          authorizePublish(client, packet, callback);
+        },
         preConnect: (client, packet, callback) => {
           delivery.attach(client, packet.clean !== false);
           preConnect(client, packet, callback);
