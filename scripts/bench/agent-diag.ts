@@ -2,20 +2,51 @@
  * Agent memory diagnostics (not a bench section): runs the compiled agent like agent-run.ts (real
  * DockerRuntime, loopback broker, minimal controller) under given node flags and prints what its idle
  * RSS is made of — /proc/<pid>/status (VmRSS, RssAnon, RssFile), smaps_rollup (Pss), the largest
- * mappings from /proc/<pid>/smaps grouped by file, and (through a preloaded module, agent-diag-preload.mjs)
- * the agent's own process.memoryUsage(), v8 heap spaces and loaded modules on SIGUSR2.
+ * mappings from /proc/<pid>/smaps grouped by file, and (through a preloaded CommonJS module, PRELOAD
+ * below, so that diagnosing does not load node's ES module loader into the agent) the agent's own
+ * process.memoryUsage(), v8 heap spaces and loaded modules on SIGUSR2.
  *
- *   npx tsx scripts/bench/agent-diag.ts [--plain] [--flags "…"] [--env K=V,K=V] [--stacks N]
+ *   npx tsx scripts/bench/agent-diag.ts [--plain] [--flags "…"] [--env K=V,K=V] [--stacks N] [--main FILE]
  *
- * Without --plain/--flags the agent runs under the shipped settings (agent/src/launch.ts).
+ * Without --plain/--flags the agent runs under the shipped settings (agent/src/launch.ts); without --main
+ * it runs the shipped bundle (dist/outpost-agent.cjs, `npm run build`); `--main dist/cli/main.js` runs
+ * the unbundled CLI.
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { AGENT_ENV, AGENT_NODE_FLAGS } from '../../agent/src/launch.js';
+import { AGENT_BUNDLE, AGENT_ENV, AGENT_NODE_FLAGS } from '../../agent/src/launch.js';
 import { runAgentOnce } from './agent-run.js';
+
+/**
+ * Preloaded into the agent (`node --require`): on SIGUSR2 writes the process's own view of its memory
+ * to $OUTPOST_DIAG_OUT (JSON): process.memoryUsage(), V8 heap spaces and code statistics, the CommonJS
+ * modules loaded (require.cache) and the built-in modules loaded (process.moduleLoadList).
+ */
+const PRELOAD = `'use strict';
+const { writeFileSync } = require('node:fs');
+const v8 = require('node:v8');
+process.on('SIGUSR2', () => {
+  const out = process.env.OUTPOST_DIAG_OUT;
+  if (!out) return;
+  const spaces = Object.fromEntries(
+    v8.getHeapSpaceStatistics().map((s) => [s.space_name, { size: s.space_size, used: s.space_used_size }]),
+  );
+  writeFileSync(
+    out,
+    JSON.stringify({
+      memoryUsage: process.memoryUsage(),
+      heap: v8.getHeapStatistics(),
+      code: v8.getHeapCodeStatistics(),
+      spaces,
+      cjs: Object.keys(require.cache),
+      builtins: process.moduleLoadList.filter((m) => m.startsWith('NativeModule ')).map((m) => m.slice(13)),
+    }),
+  );
+});
+`;
 
 /** VmRSS, RssAnon, RssFile, RssShmem (kB) of a process. */
 export function statusKb(pid: number): Record<string, number> {
@@ -159,17 +190,18 @@ async function main(): Promise<void> {
     const [k, v = ''] = kv.split('=');
     env[k!] = v;
   }
-  const preload = join(import.meta.dirname, 'agent-diag-preload.mjs');
+  const preload = join(tmpdir(), `outpost-agent-diag-preload-${process.pid}.cjs`);
+  writeFileSync(preload, PRELOAD);
   const log = (s: string) => void process.stderr.write(`${s}\n`);
   let report = '';
   const diagOut = join(tmpdir(), `outpost-agent-diag-${process.pid}.json`);
   await runAgentOnce({
     mode: 'plain',
-    ...(values.main ? { main: values.main } : {}),
+    main: values.main ?? AGENT_BUNDLE,
     nodeFlags: [
       ...flags,
       ...(values.snapshot ? ['--heapsnapshot-signal=SIGUSR1', `--diagnostic-dir=${tmpdir()}`] : []),
-      '--import',
+      '--require',
       preload,
     ],
     extraEnv: { ...env, OUTPOST_DIAG_OUT: diagOut },
