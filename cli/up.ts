@@ -18,7 +18,7 @@ import { extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { AGENT_ENV, AGENT_NODE_FLAGS } from '../agent/src/launch.js';
+import { AGENT_ENV, AGENT_NODE_FLAGS, agentEntry } from '../agent/src/launch.js';
 
 const USAGE = `usage: outpost up [options]
 
@@ -102,11 +102,31 @@ async function probeDocker(dockerHost: string): Promise<{ ok: boolean; sample: b
   return { ok: true, sample };
 }
 
-/** The command line that runs this same `outpost` (compiled or from source) in a child process. */
-function selfCommand(): { cmd: string; args: string[] } {
-  const here = fileURLToPath(import.meta.url);
-  const main = join(here, '..', `main${extname(here)}`);
-  return { cmd: process.execPath, args: [...process.execArgv, main] };
+/**
+ * The command line of the local agent, with the agent's shipped memory settings (launch.ts,
+ * docs/adr/0005-agent-memory.md, 0007-agent-bundle.md). Compiled (`npm start`, bin/outpost.js): the
+ * entry point bin/outpost-agent runs — the one-file bundle dist/outpost-agent.cjs, or dist/cli/main.js
+ * with a warning when the bundle is missing or stale. From source (`node --import tsx cli/main.ts up`,
+ * the tests): this same CLI's `agent` command, so that the agent runs the code under test.
+ * `self`: this file (tests).
+ */
+export function localAgentCommand(
+  args: readonly string[],
+  self: string = fileURLToPath(import.meta.url),
+): { cmd: string; args: string[]; warning?: string } {
+  if (extname(self) === '.ts') {
+    const main = join(self, '..', 'main.ts');
+    return {
+      cmd: process.execPath,
+      args: [...AGENT_NODE_FLAGS, ...process.execArgv, main, 'agent', ...args],
+    };
+  }
+  const entry = agentEntry(args);
+  return {
+    cmd: process.execPath,
+    args: [...AGENT_NODE_FLAGS, entry.script, ...entry.args],
+    ...(entry.warning ? { warning: entry.warning } : {}),
+  };
 }
 
 async function waitApplied(
@@ -283,29 +303,25 @@ export async function run(args: string[]): Promise<number> {
         });
         if (r.status !== 201) throw new Error(`enrolling ${site} failed: ${JSON.stringify(r.body)}`);
       }
-      const self = selfCommand();
       const agentLog = createWriteStream(join(logsDir, `agent-${site}.log`), { flags: 'a' });
-      // The agent's shipped memory settings (bin/outpost-agent, docs/adr/0005-agent-memory.md).
-      agent = spawn(
-        self.cmd,
-        [
-          ...AGENT_NODE_FLAGS,
-          ...self.args,
-          'agent',
-          '--site',
-          site,
-          '--broker',
-          `mqtts://127.0.0.1:${tlsPort}`,
-          '--certs',
-          certsDir,
-          '--data',
-          join(data, `agent-${site}`),
-          '--docker-socket',
-          dockerHost.replace(/^unix:\/\//, ''),
-          '--allow-tags',
-        ],
-        { stdio: ['ignore', 'pipe', 'pipe'], env: { ...AGENT_ENV, ...process.env } },
-      );
+      const cmd = localAgentCommand([
+        '--site',
+        site,
+        '--broker',
+        `mqtts://127.0.0.1:${tlsPort}`,
+        '--certs',
+        certsDir,
+        '--data',
+        join(data, `agent-${site}`),
+        '--docker-socket',
+        dockerHost.replace(/^unix:\/\//, ''),
+        '--allow-tags',
+      ]);
+      if (cmd.warning) say(`  local agent   warning: ${cmd.warning}`);
+      agent = spawn(cmd.cmd, cmd.args, {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...AGENT_ENV, ...process.env },
+      });
       agent.stdout?.pipe(agentLog);
       agent.stderr?.pipe(agentLog);
       agent.on('exit', (code, signal) => {

@@ -5,7 +5,8 @@
 #   2. Debian packages   docker.io busybox-static mosquitto mosquitto-clients docker-registry
 #                        openssl iproute2 (apt-get, only what is missing)
 #   3. Docker engine     the private engine and test images (scripts/docker-engine.sh)
-#   4. build             npm run build (tsc), then tsc -p tsconfig.test.json --noEmit (tests' types)
+#   4. build             npm run build (tsc, then the agent bundle dist/outpost-agent.cjs that
+#                        bin/outpost-agent runs), then tsc -p tsconfig.test.json --noEmit (tests' types)
 #   5. lint              biome check . (honouring .gitignore, so .tmp/ and dist/ are not linted)
 #   6. tests             npx vitest run "$@"   (extra arguments pass through: files, -t, ...)
 # Re-runs skip what is already done. Every step runs even when an earlier gate failed, so one run
@@ -81,7 +82,7 @@ fi
 if [ "${OUTPOST_TEST_FAST:-0}" = 1 ]; then
   log "OUTPOST_TEST_FAST=1: skipping build and lint"
 else
-  step "build (tsc)"
+  step "build (tsc + agent bundle)"
   npm run --silent build >&2 || GATE_FAILED+=("build")
   step "typecheck tests (tsc -p tsconfig.test.json)"
   npx tsc -p tsconfig.test.json --noEmit >&2 || GATE_FAILED+=("typecheck-tests")

@@ -2,20 +2,68 @@
  * Agent memory diagnostics (not a bench section): runs the compiled agent like agent-run.ts (real
  * DockerRuntime, loopback broker, minimal controller) under given node flags and prints what its idle
  * RSS is made of — /proc/<pid>/status (VmRSS, RssAnon, RssFile), smaps_rollup (Pss), the largest
- * mappings from /proc/<pid>/smaps grouped by file, and (through a preloaded module, agent-diag-preload.mjs)
- * the agent's own process.memoryUsage(), v8 heap spaces and loaded modules on SIGUSR2.
+ * mappings from /proc/<pid>/smaps grouped by file, and (through a preloaded CommonJS module, PRELOAD
+ * below, so that diagnosing does not load node's ES module loader into the agent) the agent's own
+ * process.memoryUsage(), v8 heap spaces and loaded modules on SIGUSR2.
  *
- *   npx tsx scripts/bench/agent-diag.ts [--plain] [--flags "…"] [--env K=V,K=V] [--stacks N]
+ *   npx tsx scripts/bench/agent-diag.ts [--plain] [--flags "…"] [--env K=V,K=V] [--stacks N] [--main FILE]
+ *                                        [--soak MIN [--warmup MIN]]
  *
- * Without --plain/--flags the agent runs under the shipped settings (agent/src/launch.ts).
+ * `--soak MIN` (docs/adr/0007-agent-bundle.md): after the idle report, applies 10 stacks and soaks MIN
+ * minutes like the bench (heartbeats every 2 s, 3 re-applies every 15 s) with `--expose-gc` added; every
+ * 15 s the agent forces a full GC and records its live heap and RssAnon, so that growth of the V8 heap
+ * can be told from malloc settling. Prints, per soak minute, the lowest RssAnon after GC and the live heap
+ * range, and the RSS slope fitted after the warm-up (default 2 min).
+ *
+ * Without --plain/--flags the agent runs under the shipped settings (agent/src/launch.ts); without --main
+ * it runs the shipped bundle (dist/outpost-agent.cjs, `npm run build`); `--main dist/cli/main.js` runs
+ * the unbundled CLI.
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { AGENT_ENV, AGENT_NODE_FLAGS } from '../../agent/src/launch.js';
-import { runAgentOnce } from './agent-run.js';
+import { AGENT_BUNDLE, AGENT_ENV, AGENT_NODE_FLAGS } from '../../agent/src/launch.js';
+import { type AgentRunResult, runAgentOnce } from './agent-run.js';
+
+/**
+ * Preloaded into the agent (`node --require`): on SIGUSR2 writes the process's own view of its memory
+ * to $OUTPOST_DIAG_OUT (JSON): process.memoryUsage(), V8 heap spaces and code statistics, the CommonJS
+ * modules loaded (require.cache) and the built-in modules loaded (process.moduleLoadList).
+ */
+const PRELOAD = `'use strict';
+const { writeFileSync } = require('node:fs');
+const v8 = require('node:v8');
+const samples = process.env.OUTPOST_DIAG_SAMPLES;
+if (samples && typeof globalThis.gc === 'function') {
+  setInterval(() => {
+    globalThis.gc();
+    const st = require('node:fs').readFileSync('/proc/self/status', 'utf8');
+    const anon = Number(/^RssAnon:\\s+(\\d+) kB/m.exec(st)?.[1] ?? 0);
+    const m = process.memoryUsage();
+    require('node:fs').appendFileSync(samples, JSON.stringify({ t: Date.now(), anonKb: anon, heapUsed: m.heapUsed, external: m.external }) + '\\n');
+  }, 15000).unref();
+}
+process.on('SIGUSR2', () => {
+  const out = process.env.OUTPOST_DIAG_OUT;
+  if (!out) return;
+  const spaces = Object.fromEntries(
+    v8.getHeapSpaceStatistics().map((s) => [s.space_name, { size: s.space_size, used: s.space_used_size }]),
+  );
+  writeFileSync(
+    out,
+    JSON.stringify({
+      memoryUsage: process.memoryUsage(),
+      heap: v8.getHeapStatistics(),
+      code: v8.getHeapCodeStatistics(),
+      spaces,
+      cjs: Object.keys(require.cache),
+      builtins: process.moduleLoadList.filter((m) => m.startsWith('NativeModule ')).map((m) => m.slice(13)),
+    }),
+  );
+});
+`;
 
 /** VmRSS, RssAnon, RssFile, RssShmem (kB) of a process. */
 export function statusKb(pid: number): Record<string, number> {
@@ -146,8 +194,14 @@ async function main(): Promise<void> {
       settle: { type: 'string' },
       snapshot: { type: 'boolean' },
       main: { type: 'string' },
+      soak: { type: 'string' },
+      warmup: { type: 'string' },
     },
   });
+  const soakMs = Number(values.soak ?? 0) * 60_000;
+  const warmupMs = Number(values.warmup ?? 2) * 60_000;
+  const samplesOut = join(tmpdir(), `outpost-agent-diag-samples-${process.pid}.jsonl`);
+  writeFileSync(samplesOut, '');
   const host = process.env['DOCKER_HOST'] ?? 'unix:///work/main/.tmp/docker/docker.sock';
   const flags = values.plain
     ? []
@@ -159,28 +213,35 @@ async function main(): Promise<void> {
     const [k, v = ''] = kv.split('=');
     env[k!] = v;
   }
-  const preload = join(import.meta.dirname, 'agent-diag-preload.mjs');
+  const preload = join(tmpdir(), `outpost-agent-diag-preload-${process.pid}.cjs`);
+  writeFileSync(preload, PRELOAD);
   const log = (s: string) => void process.stderr.write(`${s}\n`);
   let report = '';
   const diagOut = join(tmpdir(), `outpost-agent-diag-${process.pid}.json`);
   await runAgentOnce({
     mode: 'plain',
-    ...(values.main ? { main: values.main } : {}),
+    main: values.main ?? AGENT_BUNDLE,
     nodeFlags: [
       ...flags,
       ...(values.snapshot ? ['--heapsnapshot-signal=SIGUSR1', `--diagnostic-dir=${tmpdir()}`] : []),
-      '--import',
+      ...(soakMs > 0 ? ['--expose-gc'] : []),
+      '--require',
       preload,
     ],
-    extraEnv: { ...env, OUTPOST_DIAG_OUT: diagOut },
+    extraEnv: {
+      ...env,
+      OUTPOST_DIAG_OUT: diagOut,
+      ...(soakMs > 0 ? { OUTPOST_DIAG_SAMPLES: samplesOut } : {}),
+    },
     dockerHost: host,
     image: 'outpost-test/web:1',
-    stacks: Number(values.stacks ?? 0),
+    stacks: soakMs > 0 ? 10 : Number(values.stacks ?? 0),
     idleSettleMs: Number(values.settle ?? 10_000),
     idleSampleMs: 4000,
-    soakMs: 0,
-    reapply: 0,
-    reapplyEveryMs: 60_000,
+    soakMs,
+    soakWarmupMs: warmupMs,
+    reapply: soakMs > 0 ? 3 : 0,
+    reapplyEveryMs: soakMs > 0 ? 15_000 : 60_000,
     log,
     onIdle: async (pid) => {
       const st = statusKb(pid);
@@ -213,7 +274,42 @@ async function main(): Promise<void> {
     },
   }).then((r) => {
     process.stdout.write(`${report}\nidle VmRSS median ${(r.idleKb / 1024).toFixed(1)} MB\n`);
+    if (soakMs > 0) process.stdout.write(soakReport(r, samplesOut, warmupMs));
   });
+}
+
+/** Per soak minute: lowest RSS, lowest RssAnon after a forced GC, live heap range; the fitted slope. */
+function soakReport(r: AgentRunResult, samplesFile: string, warmupMs: number): string {
+  const end = Date.now();
+  const soakMin = r.soak.at(-1)?.t ?? 0;
+  const gc = readFileSync(samplesFile, 'utf8')
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { t: number; anonKb: number; heapUsed: number })
+    // Soak minute of each GC sample: the soak ended (about) now.
+    .map((x) => ({ ...x, min: soakMin - (end - x.t) / 60_000 }))
+    .filter((x) => x.min >= 0);
+  const lines = [
+    `soak ${soakMin.toFixed(1)} min: minute, lowest RSS, lowest RssAnon after GC, live heap after GC`,
+  ];
+  for (let m = 0; m < Math.ceil(soakMin); m++) {
+    const rss = r.soak.filter((x) => x.t >= m && x.t < m + 1).map((x) => x.rssKb);
+    const g = gc.filter((x) => x.min >= m && x.min < m + 1);
+    const mb = (kb: number) => (kb / 1024).toFixed(2);
+    const heap = g.map((x) => x.heapUsed / 2 ** 20);
+    lines.push(
+      `  ${m}  ${rss.length ? mb(Math.min(...rss)) : '-'} MB  ${g.length ? mb(Math.min(...g.map((x) => x.anonKb))) : '-'} MB  ${
+        heap.length ? `${Math.min(...heap).toFixed(2)}–${Math.max(...heap).toFixed(2)}` : '-'
+      } MB`,
+    );
+  }
+  lines.push(
+    `RSS slope fitted after ${warmupMs / 60_000} min: ${r.soakSlopeKbPerMin.toFixed(0)} KB/min (halves ${(
+      r.soakStartKb / 1024
+    ).toFixed(1)} / ${(r.soakEndKb / 1024).toFixed(1)} MB)`,
+  );
+  return `${lines.join('\n')}\n`;
 }
 
 if (process.argv[1]?.endsWith('agent-diag.ts'))

@@ -14,7 +14,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
@@ -47,6 +47,11 @@ export interface AgentRunConfig {
   readonly idleSettleMs: number;
   readonly idleSampleMs: number;
   readonly soakMs: number;
+  /**
+   * The start of the soak left out of the slope and of the halves (default: the first quarter): the
+   * heap and malloc settling after the 10 applies, and the first re-applies compiling their code paths.
+   */
+  readonly soakWarmupMs?: number;
   /** Re-apply this many stacks every `reapplyEveryMs` during the soak. */
   readonly reapply: number;
   readonly reapplyEveryMs: number;
@@ -70,6 +75,8 @@ export interface AgentRunResult {
   /** What the pid runs: node (not sh) proves the launcher exec'd. */
   readonly comm: string;
   readonly execArgs: string;
+  /** The script node runs (realpath of the first .cjs/.mjs/.js argument): the bundle, or dist/cli/main.js. */
+  readonly entry: string;
   readonly idleKb: number;
   /** At the end of the idle phase: RssAnon and RssFile (/proc/<pid>/status), Pss (smaps_rollup). */
   readonly idleAnonKb: number;
@@ -243,11 +250,13 @@ export async function runAgentOnce(c: AgentRunConfig): Promise<AgentRunResult> {
   try {
     await waitOutput(agent.output, '"msg":"subscribed"', 60_000);
     const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-    const execArgs = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
-      .split('\0')
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    const execArgs = cmdline
       .filter((a) => a.startsWith('--'))
       .filter((a) => !['--site', '--broker', '--certs'].includes(a))
       .join(' ');
+    const script = cmdline.slice(1).find((a) => /\.(c|m)?js$/.test(a));
+    const entry = script ? realpathSync(script) : '';
 
     // Idle: connected, nothing to do.
     await sleep(c.idleSettleMs);
@@ -261,7 +270,7 @@ export async function runAgentOnce(c: AgentRunConfig): Promise<AgentRunResult> {
     const idleFileKb = procKb(`/proc/${pid}/status`, 'RssFile');
     const idlePssKb = procKb(`/proc/${pid}/smaps_rollup`, 'Pss');
     c.log(
-      `    ${c.mode}: ${comm} ${execArgs} idle ${Math.round(idleKb / 1024)} MB (anon ${Math.round(idleAnonKb / 1024)}, file ${Math.round(idleFileKb / 1024)})`,
+      `    ${c.mode}: ${comm} ${execArgs} ${entry.slice(REPO.length + 1)} idle ${Math.round(idleKb / 1024)} MB (anon ${Math.round(idleAnonKb / 1024)}, file ${Math.round(idleFileKb / 1024)})`,
     );
     await c.onIdle?.(pid);
 
@@ -304,20 +313,25 @@ export async function runAgentOnce(c: AgentRunConfig): Promise<AgentRunResult> {
       soak.push({ t: (Date.now() - s0) / 60_000, rssKb: rssKb(pid) });
       await sleep(1000);
     }
-    // The first quarter settles what the 10 applies left behind (GC shrinking the heap): a falling
-    // start would hide growth, so the fit covers the rest.
-    const fitted = soak.filter((s) => s.t >= c.soakMs / 60_000 / 4);
+    // The warm-up settles what the 10 applies left behind (GC shrinking the heap, the first re-applies
+    // compiling their code paths): a falling or rising start would hide or fake growth, so the fit and
+    // the halves cover the rest.
+    const warmupMin = (c.soakWarmupMs ?? c.soakMs / 4) / 60_000;
+    const fitted = soak.filter((s) => s.t >= warmupMin);
     const soakSlope = slope(
       fitted.map((s) => s.t),
       fitted.map((s) => s.rssKb),
     );
-    const half = soak.length >> 1;
+    const half = fitted.length >> 1;
     const med = (xs: Sample[]) => xs.map((s) => s.rssKb).sort((a, b) => a - b)[xs.length >> 1] ?? 0;
-    c.log(`    ${c.mode}: soak ${soak.length} samples, slope ${soakSlope.toFixed(0)} KB/min`);
+    c.log(
+      `    ${c.mode}: soak ${soak.length} samples (${fitted.length} after the warm-up), slope ${soakSlope.toFixed(0)} KB/min`,
+    );
     return {
       mode: c.mode,
       comm,
       execArgs,
+      entry,
       idleKb,
       idleAnonKb,
       idleFileKb,
@@ -325,8 +339,8 @@ export async function runAgentOnce(c: AgentRunConfig): Promise<AgentRunResult> {
       applyPeakKb: peak,
       applyMs,
       soakSlopeKbPerMin: soakSlope,
-      soakStartKb: med(soak.slice(0, half)),
-      soakEndKb: med(soak.slice(half)),
+      soakStartKb: med(fitted.slice(0, half)),
+      soakEndKb: med(fitted.slice(half)),
       soak,
     };
   } finally {
