@@ -115,7 +115,9 @@ export async function run(opts: BenchOptions): Promise<Section> {
   const runs = opts.full ? Math.max(1, Math.min(opts.runs, 3)) : 1;
   // The launcher's soak: 5 min (quick) or 15 min (--full), of which the first 2 min are warm-up, left out
   // of the slope (agent-run.ts). A 60 s soak could not tell warm-up from growth (docs/adr/0007).
-  const soakMs = opts.full ? 15 * 60_000 : 5 * 60_000;
+  // OUTPOST_BENCH_AGENT_SOAK_MIN overrides it (a long soak, e.g. 60, to see where RSS settles).
+  const soakMin = Number(process.env['OUTPOST_BENCH_AGENT_SOAK_MIN'] ?? Number.NaN);
+  const soakMs = soakMin > 2 ? soakMin * 60_000 : opts.full ? 15 * 60_000 : 5 * 60_000;
   const warmupMs = 2 * 60_000;
   const plainSoakMs = 60_000;
   const results: Record<'launcher' | 'plain', AgentRunResult[]> = { launcher: [], plain: [] };
