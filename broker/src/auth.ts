@@ -228,8 +228,9 @@ export function createAuthHooks(o: AuthOptions): AuthHooks {
   const aclPublish: AuthorizePublish = (client, packet, callback) => {
     const topic = String(packet.topic);
     if (client === null) {
-      // A will stored by an earlier run of this broker, published at start-up: its connect-time
-      // check happened then; accept only the shapes a will may have.
+      // A will stored by an earlier run of this broker, published by aedes' will sweep (every
+      // 4 x heartbeatIntervalMs, the first one that long after start-up): its connect-time check
+      // happened then; accept only the shapes a will may have.
       const t = parseTopic(topic, o.acl.topics.prefix);
       const owner = (packet as { clientId?: unknown }).clientId;
       const ok =

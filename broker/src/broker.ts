@@ -233,7 +233,7 @@ export function createBroker(opts: CreateBrokerOptions = {}): Broker {
         requireKeepalive: config.limits.requireKeepalive,
         ...(store.wrapAuthorizePublish && { wrapAuthorizePublish: store.wrapAuthorizePublish }),
       });
-      const { identityOf, preConnect, authenticate, authorizePublish, ...aedesHooks } = hooks;
+      const { identityOf, preConnect, authorizePublish, ...aedesHooks } = hooks;
       const aedesClients = (): Record<string, Client | undefined> =>
         (aedes as unknown as { clients: Record<string, Client | undefined> }).clients;
       const delivery = new DeliveryGuard({
@@ -250,7 +250,6 @@ export function createBroker(opts: CreateBrokerOptions = {}): Broker {
         maxClientsIdLength: 128,
         maxTopicLevels: 100, // aedes' hard guard; the configured (lower) limit is the ACL's, counted
         ...aedesHooks,
-        authenticate,
         authorizePublish: (client, packet, callback) => {
           if (isStaleWill(client, packet, client ? aedesClients()[client.id] : undefined)) {
             log.info(
