@@ -244,6 +244,12 @@ export function createBroker(opts: CreateBrokerOptions = {}): Broker {
       aedes = await Aedes.createBroker({
         ...(config.id && { id: config.id }),
         persistence: store.persistence,
+        // mqemitter queues messages beyond `concurrency` in flight and, as each finishes, starts the next
+        // from inside the finished one's callback: a long queue of messages that finish at once (no
+        // subscriber, or closed clients) recurses until the stack overflows. Closing 10,000 connections
+        // (their wills and $SYS disconnect notices) did that. 0 = no queue: every message starts when it
+        // is published, in publish order, and the queue was unbounded anyway.
+        concurrency: 0,
         heartbeatInterval: config.heartbeatIntervalMs,
         connectTimeout: config.limits.connectTimeoutMs,
         drainTimeout: config.limits.drainTimeoutMs,
