@@ -103,6 +103,39 @@ describe('last wills and newer connections', () => {
     }
   });
 
+  it('takeover: the replaced connection’s close keeps the stored will of the connection that replaced it', async () => {
+    const rb = await startBroker(undefined, { ...PLAIN, dataDir: tmpDir('data') });
+    try {
+      const got: string[] = [];
+      const ctl = await watcher(rb, got);
+      const persistence = rb.broker.aedes.persistence as unknown as {
+        getWill(c: { id: string }): Promise<{ payload: Buffer } | undefined>;
+      };
+      const a = await site(rb, 'offline (will of A)');
+      const aClosed = new Promise<void>((resolve) => a.once('close', () => resolve()));
+      const b = await site(rb, 'offline (will of B)');
+      await aClosed;
+      // A's will is published, then aedes deletes "the will of site-a" — by then B's.
+      await waitFor(() => got.includes('offline (will of A)'), { message: "A's will", timeoutMs: 10_000 });
+      const marker = await site(rb, 'unused', { clientId: 'site-b', will: undefined });
+      await marker.publishAsync(status('site-b'), 'marker', { qos: 1 }); // the writer ran A's delete
+      await waitFor(() => got.includes('marker'), { message: 'marker', timeoutMs: 10_000 });
+      const stored = await persistence.getWill({ id: 'site-a' });
+      expect(stored?.payload.toString()).toBe('offline (will of B)');
+      // B's will still goes out when B dies, and is deleted after it.
+      b.stream.destroy();
+      await waitFor(() => got.includes('offline (will of B)'), { message: "B's will", timeoutMs: 10_000 });
+      await waitFor(async () => (await persistence.getWill({ id: 'site-a' })) === undefined, {
+        message: "B's will deleted",
+        timeoutMs: 10_000,
+      });
+      await marker.endAsync();
+      await ctl.endAsync();
+    } finally {
+      await rb.close();
+    }
+  });
+
   it('the rule: no will for a connection never acknowledged, nor while another one is connected', () => {
     const will = { topic: 'w' };
     const conn = (o: object) => ({ id: 'site-a', ...o }) as unknown as Client;

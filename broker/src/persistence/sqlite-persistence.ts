@@ -101,6 +101,8 @@ export class SqlitePersistence {
   readonly #incoming: IncomingTable;
   readonly #wills: WillTable;
   readonly #connected = new Set<string>();
+  /** The connection whose will is stored, per client id (see delWill). */
+  readonly #willOwners = new Map<string, WeakRef<ClientRef>>();
   readonly #gate: DurablePublishGate;
   #broker: BrokerRef | undefined;
   #expiredSessions = 0;
@@ -369,6 +371,7 @@ export class SqlitePersistence {
     packet.clientId = client.id;
     const encoded = encodePacket(packet);
     const brokerId = packet.brokerId ?? null;
+    this.#willOwners.set(client.id, new WeakRef(client));
     await this.#writer.submit(true, () => this.#wills.put(client.id, brokerId, encoded));
   }
 
@@ -376,8 +379,18 @@ export class SqlitePersistence {
     return this.#writer.submit(false, () => this.#wills.get(client.id));
   }
 
+  /**
+   * aedes deletes a will by client id (`{ id, brokerId }`, a new object) when a connection closes and
+   * after its will sweep published one. A replaced connection's close runs after the connection that
+   * replaced it stored its own will (a takeover, or a reconnect racing a dying connection's close):
+   * deleting then would lose the live connection's will. So the will stays while the connection that
+   * stored it is still open (aedes sets `closed` when it starts closing a connection).
+   */
   async delWill(client: ClientRef): Promise<PacketLike | undefined> {
     return this.#writer.submit(true, () => {
+      const owner = this.#willOwners.get(client.id)?.deref() as { closed?: unknown } | undefined;
+      if (owner !== undefined && owner !== client && owner.closed === false) return undefined;
+      this.#willOwners.delete(client.id);
       const will = this.#wills.get(client.id);
       if (will !== undefined) this.#wills.delete(client.id);
       return will;
