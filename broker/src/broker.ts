@@ -43,7 +43,7 @@ import type { RejectReason } from './reasons.js';
 import { RefusalLog } from './refusal-log.js';
 import { type BrokerStore, openStore, type PersistenceOption } from './store.js';
 import { UserStore } from './users.js';
-import { isStaleWill } from './wills.js';
+import { isStaleWill, publishStoredWills } from './wills.js';
 
 export interface CreateBrokerOptions {
   /** Overrides on top of the schema defaults (validated and frozen), or a config from loadConfig(). */
@@ -315,6 +315,8 @@ export function createBroker(opts: CreateBrokerOptions = {}): Broker {
       aedes.on('clientError', onError);
       aedes.on('connectionError', onError);
       (aedes as unknown as EventEmitter).on('error', (err: Error) => log.error({ err }, 'aedes error'));
+
+      await publishStoredWills(aedes, log);
 
       const deps: AcceptDeps = {
         aedes,

@@ -15,10 +15,13 @@
  *   itself on it.
  *
  * A takeover (a new CONNECT replacing a connected one) still publishes the replaced connection's will,
- * before the new connection's CONNACK (aedes closes the old one first), as MQTT 3.1.1 requires; wills
- * stored by an earlier run of the broker (client null) are published as before.
+ * before the new connection's CONNACK (aedes closes the old one first), as MQTT 3.1.1 requires.
+ *
+ * Wills stored by an earlier run of the broker (it crashed or was killed with those connections open)
+ * are published when the broker starts, before it accepts connections: `publishStoredWills`.
  */
-import type { Client } from 'aedes';
+import type { Aedes, Client, PublishPacket } from 'aedes';
+import type { Logger } from 'pino';
 
 interface WillState {
   readonly id: string;
@@ -39,4 +42,54 @@ export function isStaleWill(client: Client | null, packet: unknown, current: Cli
   if (c.connackSent !== true) return true;
   const other = current as unknown as WillState | undefined;
   return other !== undefined && current !== client && other.connected === true;
+}
+
+interface StoredWill {
+  readonly topic: string;
+  readonly clientId?: string;
+  readonly brokerId?: string;
+}
+
+/**
+ * Publishes, then deletes, every will in the store: at start-up they all belong to connections an
+ * earlier run of the broker lost without a DISCONNECT (it crashed, or was killed), and MQTT says their
+ * wills are due. aedes would publish them only at its first will sweep (4 x heartbeatIntervalMs after
+ * start), and never when the broker keeps its id across restarts (the stored broker id is then "alive").
+ * Each goes through authorizePublish as aedes' sweep does (client null: only a site's own status or a
+ * controller topic passes); a refused one is deleted, not retried. Returns what was published.
+ */
+export async function publishStoredWills(
+  aedes: Aedes,
+  log: Logger,
+): Promise<{ published: number; refused: number }> {
+  const { persistence } = aedes as unknown as {
+    persistence: {
+      streamWill(brokers: Record<string, unknown>): AsyncIterable<StoredWill>;
+      delWill(client: { id: string; brokerId?: string }): Promise<unknown>;
+    };
+  };
+  let published = 0;
+  let refused = 0;
+  for await (const will of persistence.streamWill({})) {
+    const packet = will as unknown as PublishPacket;
+    const ok = await new Promise<boolean>((resolve) =>
+      aedes.authorizePublish(null, packet, (err) => resolve(!err)),
+    );
+    if (ok) {
+      await new Promise<void>((resolve, reject) =>
+        aedes.publish(packet, (err) => (err ? reject(err) : resolve())),
+      );
+      published++;
+    } else {
+      refused++;
+    }
+    await persistence.delWill({
+      id: will.clientId ?? '',
+      ...(will.brokerId !== undefined && { brokerId: will.brokerId }),
+    });
+  }
+  if (published + refused > 0) {
+    log.info({ published, refused }, 'wills of connections the previous run lost were published');
+  }
+  return { published, refused };
 }
