@@ -4,6 +4,8 @@
  * and also when the broker keeps its id across restarts (aedes' sweep would never publish them then).
  * The real `outpost broker` runs as a child process on a real SQLite file.
  */
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { describe, expect, it } from 'vitest';
 import { type Spawned, spawnNode, tmpDir, waitFor } from '../helpers/index.js';
@@ -38,6 +40,18 @@ function client(
   });
 }
 
+/** Client ids with a will in the broker's database, as another process reads it (WAL). */
+function storedWills(data: string): string[] {
+  const db = new Database(join(data, 'broker.db'), { readonly: true, fileMustExist: true });
+  try {
+    return (
+      db.prepare('SELECT client_id FROM wills ORDER BY client_id').all() as { client_id: string }[]
+    ).map((r) => r.client_id);
+  } finally {
+    db.close();
+  }
+}
+
 /** The retained status of each site, as a fresh subscriber sees it. */
 async function retainedStatuses(port: number, sites: number): Promise<Map<string, string>> {
   const got = new Map<string, string>();
@@ -67,6 +81,11 @@ describe.each([
     }
     // site-c leaves cleanly: DISCONNECT discards its will (MQTT 3.1.1 §3.14).
     await sites[2]?.endAsync();
+    // Kill only once the broker has committed that (endAsync does not wait for the broker).
+    await waitFor(() => storedWills(data).join() === 'site-a,site-b', {
+      message: "site-c's will deleted, site-a's and site-b's stored",
+      timeoutMs: 10_000,
+    });
     const down = sites
       .slice(0, 2)
       .map((c) => new Promise<void>((resolve) => c.once('close', () => resolve())));
@@ -78,7 +97,7 @@ describe.each([
     const log = await b.proc.waitForOutput('wills of connections the previous run lost were published', {
       timeoutMs: 10_000,
     });
-    expect(JSON.parse(log)).toMatchObject({ published: 2, refused: 0 });
+    expect(JSON.parse(log)).toMatchObject({ published: 2, refused: 0, failed: 0 });
     expect(await retainedStatuses(b.port, 3)).toEqual(
       new Map([
         [status('site-a'), 'offline (site-a will)'],
