@@ -19,7 +19,7 @@ async function startBroker(
 ): Promise<{ proc: Spawned; port: number }> {
   const proc = spawnNode(
     ENTRY,
-    ['--no-tls', '--plain-port', '0', '--insecure-trust-client-id', '--data', data],
+    ['--no-tls', '--plain-port', '0', '--metrics-port', '0', '--insecure-trust-client-id', '--data', data],
     env,
   );
   const line = await proc.waitForOutput('broker listening', { timeoutMs: 20_000 });

@@ -108,8 +108,10 @@ describe('last wills and newer connections', () => {
     try {
       const got: string[] = [];
       const ctl = await watcher(rb, got);
-      const persistence = rb.broker.aedes.persistence as unknown as {
-        getWill(c: { id: string }): Promise<{ payload: Buffer } | undefined>;
+      const { persistence } = rb.broker.aedes as unknown as {
+        persistence: {
+          getWill(c: { id: string }): Promise<{ payload: Buffer } | undefined>;
+        };
       };
       const a = await site(rb, 'offline (will of A)');
       const aClosed = new Promise<void>((resolve) => a.once('close', () => resolve()));
