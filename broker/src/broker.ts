@@ -333,12 +333,17 @@ export function createBroker(opts: CreateBrokerOptions = {}): Broker {
       let plainPort: number | undefined;
       if (material) {
         tlsServer = createTlsListener(deps, material, config.limits.connectTimeoutMs);
-        tlsPort = await listen(tlsServer, config.tls.port, config.tls.host);
+        tlsPort = await listen(tlsServer, config.tls.port, config.tls.host, config.limits.listenBacklog);
         watchCrl(tlsFiles(config).crl);
       }
       if (config.plain.enabled) {
         plainServer = createPlainListener(deps);
-        plainPort = await listen(plainServer, config.plain.port, config.plain.host);
+        plainPort = await listen(
+          plainServer,
+          config.plain.port,
+          config.plain.host,
+          config.limits.listenBacklog,
+        );
         if (config.plain.insecureTrustClientId) {
           log.warn('plain listener trusts client-claimed identities (insecureTrustClientId): tests/dev only');
         }

@@ -97,6 +97,12 @@ export const BrokerConfigSchema = Type.Object(
         connectTimeoutMs: Int(10_000, 100, 300_000, 'time from TCP/TLS accept to CONNECT'),
         drainTimeoutMs: Int(30_000, 100, 600_000, 'a socket not drained within this is disconnected'),
         maxConnections: Int(20_000, 1, 1_000_000, 'concurrent connections across listeners'),
+        listenBacklog: Int(
+          4096,
+          1,
+          65_535,
+          'connections the kernel holds before accept (capped by net.core.somaxconn)',
+        ),
       },
       { default: {}, additionalProperties: false },
     ),

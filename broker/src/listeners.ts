@@ -185,11 +185,17 @@ export function createTlsListener(
   return server;
 }
 
-export function listen(server: Server, port: number, host: string): Promise<number> {
+/**
+ * `backlog`: connections the kernel completes and queues until the broker accepts them. Node's
+ * default (511) overflowed in a reconnect storm of 3,000 sites while the event loop was busy with
+ * the first CONNECTs: the kernel dropped the rest, and their clients waited out SYN retransmits and
+ * connect timeouts (12,434 listen overflows in one storm; with 4096, none).
+ */
+export function listen(server: Server, port: number, host: string, backlog = 511): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(new BrokerError('listen', `${host}:${port}: ${err.message}`));
     server.once('error', onError);
-    server.listen(port, host, () => {
+    server.listen({ port, host, backlog }, () => {
       server.off('error', onError);
       resolve((server.address() as AddressInfo).port);
     });
