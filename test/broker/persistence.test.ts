@@ -4,6 +4,8 @@
  * and real MQTT clients — delivers a QoS 1 message queued for an offline persistent session once
  * after a broker restart.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -12,6 +14,7 @@ import {
   SCHEMA_VERSION,
   type SqlitePersistence,
 } from '../../broker/src/persistence/index.js';
+import { WalFile, type WalSync } from '../../broker/src/persistence/wal-sync.js';
 import { RELAXED_COMMIT_MS, Writer } from '../../broker/src/persistence/writer.js';
 import { connectInbox, sleep, startBroker, waitFor } from './fixtures/mqtt-helpers.js';
 import { collect, FakeBroker, open, publish, type TempDb, tempDb } from './fixtures/persistence-helpers.js';
@@ -380,6 +383,165 @@ describe('Writer', () => {
   });
 });
 
+describe('Writer with a WAL sync off the event loop (wal-sync.ts)', () => {
+  function table(path: string): Database.Database {
+    const db = new Database(path);
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL'); // as openDatabase leaves it
+    db.exec('CREATE TABLE IF NOT EXISTS t (v TEXT PRIMARY KEY)');
+    return db;
+  }
+  const values = (db: Database.Database) =>
+    db.prepare<[], string>('SELECT v FROM t ORDER BY v').pluck().all();
+
+  /** A WalSync whose syncs complete when the test says (the real one: the WalFile test below). */
+  class HeldSync implements WalSync {
+    readonly pending: Array<(err: Error | null) => void> = [];
+    syncNows = 0;
+    closed = false;
+    /** What a reader on another connection saw committed when each sync began. */
+    readonly committedAtStart: string[][] = [];
+    constructor(private readonly reader: Database.Database) {}
+    sync(done: (err: Error | null) => void): void {
+      this.committedAtStart.push(values(this.reader));
+      this.pending.push(done);
+    }
+    syncNow(): void {
+      this.syncNows++;
+    }
+    close(): void {
+      this.closed = true;
+    }
+    finish(err: Error | null = null): void {
+      const done = this.pending.shift();
+      if (!done) throw new Error('no sync running');
+      done(err);
+    }
+  }
+
+  function setup() {
+    const db = table(tmp.path);
+    const reader = new Database(tmp.path, { readonly: true });
+    const sync = new HeldSync(reader);
+    const writer = new Writer(db, sync);
+    const insert = db.prepare<[string]>('INSERT INTO t (v) VALUES (?)');
+    const settled: string[] = [];
+    const submit = (durable: boolean, v: string) =>
+      writer
+        .submit(durable, () => insert.run(v))
+        .then(
+          () => settled.push(v),
+          (err: Error) => settled.push(`${v}: ${err.message}`),
+        );
+    return { db, reader, sync, writer, submit, settled };
+  }
+
+  it('a durable batch settles only when a sync that began after its commit returns', async () => {
+    const { db, reader, sync, writer, submit, settled } = setup();
+    try {
+      expect(db.pragma('synchronous', { simple: true })).toBe(1); // NORMAL: COMMIT does not sync
+      const a = submit(true, 'a');
+      await sleep(20);
+      expect(values(reader)).toEqual(['a']); // committed...
+      expect(sync.committedAtStart).toEqual([['a']]); // ...before the sync began
+      expect(settled).toEqual([]); // ...but not acknowledged
+      // Committed while that sync runs: they wait for the next one, which starts after it.
+      const b = submit(true, 'b');
+      await sleep(20);
+      const c = submit(true, 'c');
+      await sleep(20);
+      expect(values(reader)).toEqual(['a', 'b', 'c']);
+      expect(sync.pending).toHaveLength(1);
+      // A relaxed one is not held back by a running sync.
+      await submit(false, 'r');
+      expect(settled).toEqual(['r']);
+      sync.finish();
+      await a;
+      expect(settled).toEqual(['r', 'a']);
+      await sleep(5);
+      expect(sync.pending).toHaveLength(1); // one sync for b and c
+      expect(sync.committedAtStart[1]).toEqual(['a', 'b', 'c']);
+      sync.finish();
+      await Promise.all([b, c]);
+      expect(settled).toEqual(['r', 'a', 'b', 'c']);
+      writer.close();
+      expect(sync.closed).toBe(true);
+    } finally {
+      reader.close();
+      db.close();
+    }
+  });
+
+  it('a failed sync rejects the batches it covered; the writer goes on', async () => {
+    const { db, reader, sync, writer, submit, settled } = setup();
+    try {
+      const a = submit(true, 'a');
+      await sleep(20);
+      sync.finish(new Error('EIO: sync failed'));
+      await a;
+      expect(settled).toEqual(['a: EIO: sync failed']);
+      const b = submit(true, 'b');
+      await sleep(20);
+      sync.finish();
+      await b;
+      expect(settled).toEqual(['a: EIO: sync failed', 'b']);
+      expect(values(reader)).toEqual(['a', 'b']); // committed either way; only durability was unknown
+      writer.close();
+    } finally {
+      reader.close();
+      db.close();
+    }
+  });
+
+  it('close() syncs at once and settles what waits; runSync syncs before it returns', async () => {
+    const { db, reader, sync, writer, submit, settled } = setup();
+    try {
+      expect(writer.runSync(true, () => db.prepare("INSERT INTO t (v) VALUES ('s')").run().changes)).toBe(1);
+      expect(sync.syncNows).toBe(1);
+      const a = submit(true, 'a'); // its sync is running
+      await sleep(20);
+      const b = submit(true, 'b'); // waiting for the next
+      await sleep(20);
+      writer.close();
+      expect(sync.syncNows).toBe(2);
+      await Promise.all([a, b]);
+      expect(settled).toEqual(['a', 'b']);
+      sync.finish(); // the running sync returns after close: nothing settles twice
+      await sleep(5);
+      expect(settled).toEqual(['a', 'b']);
+      expect(sync.closed).toBe(true);
+    } finally {
+      reader.close();
+      db.close();
+    }
+  });
+
+  it('WalFile syncs the real WAL file, and finds it again when SQLite recreates it', async () => {
+    const db = table(tmp.path);
+    const wal = new WalFile(tmp.path);
+    try {
+      db.exec("INSERT INTO t (v) VALUES ('x')");
+      expect(existsSync(`${tmp.path}-wal`)).toBe(true);
+      await new Promise<void>((resolve, reject) => wal.sync((err) => (err ? reject(err) : resolve())));
+      wal.syncNow();
+      // journal_mode DELETE and back removes the WAL file; a new one is opened by the next sync.
+      db.pragma('journal_mode = DELETE');
+      expect(existsSync(`${tmp.path}-wal`)).toBe(false);
+      db.pragma('journal_mode = WAL');
+      db.exec("INSERT INTO t (v) VALUES ('y')");
+      await new Promise<void>((resolve, reject) => wal.sync((err) => (err ? reject(err) : resolve())));
+      wal.close();
+      // No file: the error reaches the caller.
+      const missing = new WalFile(join(tmp.dir, 'absent.db'));
+      await expect(
+        new Promise<void>((resolve, reject) => missing.sync((err) => (err ? reject(err) : resolve()))),
+      ).rejects.toThrow(/ENOENT/);
+    } finally {
+      db.close();
+    }
+  });
+});
+
 describe('durableAuthorizePublish (I5)', () => {
   type Authorize = ReturnType<SqlitePersistence['durableAuthorizePublish']>;
   const authorize = (fn: Authorize, packet: PacketLike) =>
@@ -406,6 +568,39 @@ describe('durableAuthorizePublish (I5)', () => {
     expect(p.queueStats('site-a').messages).toBe(1);
     await p.outgoingEnqueueCombi([{ clientId: 'site-a' }], { ...packet, messageId: undefined });
     expect(p.queueStats('site-a').messages).toBe(1);
+  });
+
+  it('answers (and so PUBACKs) only after the WAL sync that follows the commit has returned', async () => {
+    const held: Array<(err: Error | null) => void> = [];
+    const walSync: WalSync = {
+      sync: (done) => held.push(done),
+      syncNow: () => undefined,
+      close: () => undefined,
+    };
+    current = await open(tmp.path, { walSync }, new FakeBroker('broker-1'));
+    const p = current;
+    const subscribed = p.addSubscriptions({ id: 'site-a' }, [{ topic: CMD_TOPIC, qos: 1 }]);
+    await waitFor(() => held.length === 1, 5000, 'the subscription commit asks for a sync');
+    held.shift()?.(null);
+    await subscribed;
+    const packet: PacketLike = {
+      cmd: 'publish',
+      topic: CMD_TOPIC,
+      payload: Buffer.from('x'),
+      qos: 1,
+      messageId: 9,
+    };
+    let answered = false;
+    const answer = authorize(p.durableAuthorizePublish(), packet).then((err) => {
+      answered = true;
+      return err;
+    });
+    await waitFor(() => held.length === 1, 5000, 'the enqueue commit asks for a sync');
+    expect(p.queueStats('site-a').messages).toBe(1); // committed
+    await sleep(50);
+    expect(answered).toBe(false); // but not answered while its sync runs
+    held.shift()?.(null);
+    expect(await answer).toBeNull();
   });
 
   it('stores nothing when the inner check refuses, for QoS 0, or without subscribers', async () => {

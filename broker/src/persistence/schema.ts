@@ -1,5 +1,6 @@
 /**
- * Opening the broker database: WAL, `synchronous=FULL` (I5: the broker acknowledges a publisher
+ * Opening the broker database: WAL, `synchronous=FULL` until the writer takes over (writer.ts,
+ * wal-sync.ts: durable commits are fsynced before they settle; I5: the broker acknowledges a publisher
  * only after its commit), and forward-only migrations numbered by `PRAGMA user_version`.
  *
  * Tables (all keyed by MQTT client id):

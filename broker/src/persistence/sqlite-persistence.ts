@@ -1,5 +1,6 @@
 /**
- * Durable aedes 1.x persistence on SQLite (better-sqlite3, WAL, synchronous=FULL).
+ * Durable aedes 1.x persistence on SQLite (better-sqlite3, WAL; durable commits fsynced before they
+ * settle).
  *
  * Wiring (the broker's composition root):
  *
@@ -17,9 +18,12 @@
  * run in order and group-committed once per event-loop turn (writer.ts); each promise settles
  * after the transaction holding its work has committed.
  *
- * Durability (I5). Writes an acknowledgement depends on commit with synchronous=FULL before the
- * promise settles: enqueues, subscriptions, retained messages, wills, inbound QoS 2 state. Writes
- * whose loss to a power cut only causes a redelivery commit with synchronous=NORMAL (writer.ts).
+ * Durability (I5). Writes an acknowledgement depends on are committed and their WAL fsynced before the
+ * promise settles: enqueues, subscriptions, retained messages, wills, inbound QoS 2 state — for a
+ * file database by an fdatasync of the WAL on the libuv pool after a synchronous=NORMAL commit
+ * (`walSync: 'async'`, the default: wal-sync.ts), or inside COMMIT with synchronous=FULL
+ * (`walSync: 'full'`). Writes whose loss to a power cut only causes a redelivery commit with
+ * synchronous=NORMAL and settle at once (writer.ts).
  * But aedes 1.2.0 writes the PUBACK of an inbound QoS 1 PUBLISH *before* it calls the persistence,
  * so the broker must also use `durableAuthorizePublish` as its `authorizePublish` hook: it commits
  * the message before aedes sends the PUBACK (durable-publish.ts explains how, and its coupling).
@@ -70,6 +74,7 @@ import type {
   SubscriptionIn,
   TopicSubscription,
 } from './types.js';
+import { WalFile, type WalSync } from './wal-sync.js';
 import { expectedError, Writer } from './writer.js';
 
 export const DEFAULT_SESSION_EXPIRY_MS = 30 * 24 * 60 * 60 * 1000;
@@ -86,6 +91,14 @@ function checkPositive(name: string, v: number | undefined): void {
   if (v !== undefined && !(Number.isFinite(v) && v > 0)) {
     throw new TypeError(`${name} must be a positive number`);
   }
+}
+
+/** The WAL sync for durable commits (writer.ts): off the event loop for a file database in WAL mode. */
+function walSyncFor(db: Database.Database, mode: SqlitePersistenceOptions['walSync']): WalSync | undefined {
+  if (typeof mode === 'object') return mode;
+  if (mode === 'full' || db.memory) return undefined;
+  if (String(db.pragma('journal_mode', { simple: true })).toLowerCase() !== 'wal') return undefined;
+  return new WalFile(db.name);
 }
 
 export class SqlitePersistence {
@@ -118,7 +131,7 @@ export class SqlitePersistence {
     const { db, migratedFrom } = openDatabase(opts.path);
     this.#db = db;
     try {
-      this.#writer = new Writer(db);
+      this.#writer = new Writer(db, walSyncFor(db, opts.walSync));
       this.#sessions = new SessionTable(db);
       this.#incoming = new IncomingTable(db);
       this.#wills = new WillTable(db);

@@ -5,6 +5,7 @@
  */
 import type { AedesOptions } from 'aedes';
 import type { Logger } from 'pino';
+import type { WalSync } from './wal-sync.js';
 
 /**
  * A packet as aedes hands it to the persistence: an aedes-packet `Packet`, an mqtt-packet
@@ -101,6 +102,13 @@ export interface SqlitePersistenceOptions {
   onDrop?: (event: QueueDropEvent) => void;
   /** Clock for session bookkeeping; defaults to `Date.now`. */
   now?: () => number;
+  /**
+   * How durable commits reach the disk: 'async' (default for a file in WAL mode) commits with
+   * synchronous=NORMAL and settles after an fdatasync of the WAL on the libuv pool (wal-sync.ts);
+   * 'full' commits with synchronous=FULL, syncing inside COMMIT on the event loop. A `WalSync` object
+   * replaces the file sync (tests).
+   */
+  walSync?: 'async' | 'full' | WalSync;
 }
 
 export interface QueueStats {

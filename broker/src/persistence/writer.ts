@@ -10,7 +10,8 @@
  *
  * Each operation says whether an acknowledgement depends on it:
  *
- * - durable (`synchronous=FULL`): the commit is fsynced before the promise settles. Used for
+ * - durable: the commit is fsynced before the promise settles (synchronous=FULL, or with a WalSync
+ *   as below). Used for
  *   everything a PUBACK, PUBREC, PUBCOMP, SUBACK or UNSUBACK depends on: enqueues, subscriptions,
  *   retained messages, wills, inbound QoS 2 state (I5).
  * - relaxed (`synchronous=NORMAL`): committed (it survives kill -9, which only loses the process)
@@ -27,8 +28,16 @@
  * only repeats work. The connection sees its own uncommitted writes, so reads are unaffected;
  * other connections see relaxed writes once committed. In WAL mode a later FULL commit fsyncs the
  * log up to itself, so durable writes never overtake relaxed ones.
+ *
+ * With a `WalSync` (wal-sync.ts; what the persistence uses for a file database) durable batches
+ * commit with synchronous=NORMAL too, and their promises settle once an fdatasync of the WAL that
+ * began after their commit has returned; the sync runs on the libuv pool, so the event loop is not
+ * blocked, and batches committed meanwhile share the next sync. Same durability as FULL (which is
+ * NORMAL plus that sync after each commit), fewer and non-blocking syncs. A failed sync rejects the
+ * promises of the batches it covered (their writes are committed, but not known to be on disk).
  */
 import type Database from 'better-sqlite3';
+import type { WalSync } from './wal-sync.js';
 
 /** Operations per transaction at most; a longer queue is committed in several. */
 const MAX_BATCH = 512;
@@ -79,9 +88,18 @@ export class Writer {
   #full = true;
   #after: Array<() => void> | undefined;
   #closed = false;
+  readonly #walSync: WalSync | undefined;
+  /** Durable batches committed and waiting for the next WAL sync; and those the running one covers. */
+  #awaitingSync: Array<(err: Error | null) => void> = [];
+  #syncing: Array<(err: Error | null) => void> | undefined;
 
-  constructor(db: Database.Database) {
+  constructor(db: Database.Database, walSync?: WalSync) {
     this.#db = db;
+    this.#walSync = walSync;
+    if (walSync) {
+      db.pragma('synchronous = NORMAL');
+      this.#full = false;
+    }
     this.#begin = db.prepare('BEGIN IMMEDIATE');
     this.#commitTx = db.prepare('COMMIT');
     this.#rollbackTx = db.prepare('ROLLBACK');
@@ -186,7 +204,7 @@ export class Writer {
   }
 
   #setSync(full: boolean): void {
-    if (full === this.#full) return;
+    if (this.#walSync || full === this.#full) return; // with a WalSync: always NORMAL
     // Not a prepared statement: SQLite applies this pragma when it is prepared, not when run.
     this.#db.pragma(full ? 'synchronous = FULL' : 'synchronous = NORMAL');
     this.#full = full;
@@ -218,13 +236,48 @@ export class Writer {
       for (const job of jobs) job.reject(err);
       return;
     }
-    jobs.forEach((job, i) => {
-      const outcome = outcomes[i];
-      if (outcome === undefined) job.reject(new Error('operation did not run'));
-      else if (outcome.ok) {
-        for (const f of outcome.after) f();
-        job.resolve(outcome.value);
-      } else job.reject(outcome.error);
+    const settle = (syncError: Error | null): void => {
+      jobs.forEach((job, i) => {
+        const outcome = outcomes[i];
+        if (outcome === undefined) job.reject(new Error('operation did not run'));
+        else if (outcome.ok) {
+          for (const f of outcome.after) f();
+          if (syncError) job.reject(syncError);
+          else job.resolve(outcome.value);
+        } else job.reject(outcome.error);
+      });
+    };
+    if (!this.#walSync || !durable) {
+      settle(null);
+    } else if (commitNow) {
+      settle(this.#syncNow());
+    } else {
+      this.#awaitingSync.push(settle);
+      this.#startSync();
+    }
+  }
+
+  /** Syncs the WAL now, blocking; returns the error instead of throwing. */
+  #syncNow(): Error | null {
+    try {
+      this.#walSync?.syncNow();
+      return null;
+    } catch (err) {
+      return err as Error;
+    }
+  }
+
+  /** Starts a WAL sync for the batches waiting for one, unless one is running (it restarts after). */
+  #startSync(): void {
+    if (this.#syncing !== undefined || this.#awaitingSync.length === 0 || !this.#walSync) return;
+    const group = this.#awaitingSync;
+    this.#awaitingSync = [];
+    this.#syncing = group;
+    this.#walSync.sync((err) => {
+      if (this.#syncing !== group) return; // close() settled them already
+      this.#syncing = undefined;
+      for (const settle of group) settle(err);
+      this.#startSync();
     });
   }
 
@@ -298,10 +351,19 @@ export class Writer {
     else this.#after.push(fn);
   }
 
-  /** Commits what is queued and refuses further operations. */
+  /** Commits what is queued, settles what waits for a WAL sync, and refuses further operations. */
   close(): void {
     this.flush();
     this.commitRelaxed();
     this.#closed = true;
+    if (!this.#walSync) return;
+    const waiting = [...(this.#syncing ?? []), ...this.#awaitingSync];
+    this.#syncing = undefined;
+    this.#awaitingSync = [];
+    if (waiting.length > 0) {
+      const err = this.#syncNow();
+      for (const settle of waiting) settle(err);
+    }
+    this.#walSync.close();
   }
 }
