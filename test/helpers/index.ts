@@ -39,7 +39,7 @@ export type {
 export { createFaultProxy } from './fault-proxy.js';
 export type { MosquittoBroker, MosquittoOptions } from './mosquitto.js';
 export { mosquitto, mosquittoBinary, mosquittoConfig } from './mosquitto.js';
-export { freePort, freePorts, portOpen } from './net.js';
+export { freePort, freePorts, portOpen, restartablePorts } from './net.js';
 export type { ExitInfo, Spawned, SpawnOptions } from './process.js';
 export {
   describeExit,

@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
-import { freePorts, type Spawned, waitFor } from '../../helpers/index.js';
+import { restartablePorts, type Spawned, waitFor } from '../../helpers/index.js';
 import { spawnChild } from './child.js';
 import { BROKER_ENV } from './system.js';
 
@@ -27,7 +27,7 @@ export class BrokerChild {
       `faults-broker-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
     );
     mkdirSync(dir, { recursive: true });
-    const [port, metricsPort] = (await freePorts(2)) as [number, number];
+    const [port, metricsPort] = (await restartablePorts(2)) as [number, number];
     const proc = spawnChild(
       'cli/main.ts',
       [

@@ -16,7 +16,13 @@ import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { IClientOptions, MqttClient } from 'mqtt';
-import { createFaultProxy, type FaultProxy, freePorts, type Spawned, waitFor } from '../../helpers/index.js';
+import {
+  createFaultProxy,
+  type FaultProxy,
+  restartablePorts,
+  type Spawned,
+  waitFor,
+} from '../../helpers/index.js';
 import type { AgentControl, AgentSpec } from './agent-main.js';
 import { spawnChild } from './child.js';
 import { compose } from './compose.js';
@@ -148,7 +154,7 @@ export class FaultSystem {
     const dir = opts.dir ?? makeDir();
     mkdirSync(dir, { recursive: true });
     const pki = await makeFaultPki(dir, opts.sites);
-    const [broker, plain, metrics, api] = (await freePorts(4)) as [number, number, number, number];
+    const [broker, plain, metrics, api] = (await restartablePorts(4)) as [number, number, number, number];
     const sys = new FaultSystem(opts, dir, pki, { broker, plain, metrics, api });
     try {
       for (const site of opts.sites) await sys.addAgent(site);
