@@ -320,16 +320,16 @@ describe('group commit', () => {
   });
 });
 
-describe('Writer', () => {
-  function table(path: string): Database.Database {
-    const db = new Database(path);
-    db.pragma('journal_mode = WAL');
-    db.exec('CREATE TABLE IF NOT EXISTS t (v TEXT PRIMARY KEY)');
-    return db;
-  }
-  const values = (db: Database.Database) =>
-    db.prepare<[], string>('SELECT v FROM t ORDER BY v').pluck().all();
+/** A one-column table in WAL mode, as the writer tests use it. */
+function table(path: string): Database.Database {
+  const db = new Database(path);
+  db.pragma('journal_mode = WAL');
+  db.exec('CREATE TABLE IF NOT EXISTS t (v TEXT PRIMARY KEY)');
+  return db;
+}
+const values = (db: Database.Database) => db.prepare<[], string>('SELECT v FROM t ORDER BY v').pluck().all();
 
+describe('Writer', () => {
   it('an unexpected error rolls back the batch and replays it: only the failing call is undone', async () => {
     const db = table(tmp.path);
     const writer = new Writer(db);
@@ -384,16 +384,6 @@ describe('Writer', () => {
 });
 
 describe('Writer with a WAL sync off the event loop (wal-sync.ts)', () => {
-  function table(path: string): Database.Database {
-    const db = new Database(path);
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = FULL'); // as openDatabase leaves it
-    db.exec('CREATE TABLE IF NOT EXISTS t (v TEXT PRIMARY KEY)');
-    return db;
-  }
-  const values = (db: Database.Database) =>
-    db.prepare<[], string>('SELECT v FROM t ORDER BY v').pluck().all();
-
   /** A WalSync whose syncs complete when the test says (the real one: the WalFile test below). */
   class HeldSync implements WalSync {
     readonly pending: Array<(err: Error | null) => void> = [];
@@ -421,6 +411,7 @@ describe('Writer with a WAL sync off the event loop (wal-sync.ts)', () => {
 
   function setup() {
     const db = table(tmp.path);
+    db.pragma('synchronous = FULL'); // as openDatabase leaves it: the writer must switch to NORMAL
     const reader = new Database(tmp.path, { readonly: true });
     const sync = new HeldSync(reader);
     const writer = new Writer(db, sync);
